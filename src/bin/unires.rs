@@ -1,0 +1,2 @@
+//! The `unires` command-line program.
+fn main() {}

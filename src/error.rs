@@ -1,0 +1,261 @@
+//! The crate's error type: one enum, each variant naming what went wrong and with what.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in `unires`.
+///
+/// Variants carry the file, tensor, shape, size or feature involved so that the one-line
+/// `Display` message is enough to act on. Variants are added as the crate grows, hence
+/// `#[non_exhaustive]`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---------------------------------------------------------------- files
+    /// A path that should exist does not.
+    #[error("{}: no such file or directory", path.display())]
+    FileNotFound { path: PathBuf },
+
+    /// A directory was given where a file was expected.
+    #[error("{}: is a directory, expected a file", path.display())]
+    IsADirectory { path: PathBuf },
+
+    /// A file was given where a directory was expected.
+    #[error("{}: is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+
+    /// Any other I/O failure on a named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file that does not parse or does not have the expected shape.
+    #[error("{}: malformed JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    // ---------------------------------------------------------------- images
+    /// The image bytes could not be decoded (truncated or corrupt file).
+    #[error("{what}: cannot decode image: {reason}")]
+    BadImage { what: String, reason: String },
+
+    /// The file is not in an image format this build can read.
+    #[error("{what}: unsupported image format (supported: {supported})")]
+    UnsupportedImageFormat {
+        what: String,
+        supported: &'static str,
+    },
+
+    /// The image is smaller than the model can use.
+    #[error("image is {width}x{height}; both sides must be at least {min} pixels")]
+    ImageTooSmall { width: u32, height: u32, min: u32 },
+
+    /// The image is larger than the documented limit.
+    #[error("image is {width}x{height} = {pixels} pixels; the limit is {max_pixels} pixels (and {max_side} per side)")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        max_pixels: u64,
+        max_side: u32,
+    },
+
+    // ---------------------------------------------------------------- queries
+    /// The referring expression is empty or only white space.
+    #[error("the expression is empty")]
+    EmptyExpression,
+
+    /// The referring expression is longer than the documented limit.
+    #[error("the expression has {chars} characters; the limit is {max}")]
+    ExpressionTooLong { chars: usize, max: usize },
+
+    /// The expression needs more tokens than the model's context allows.
+    #[error("the prompt needs {tokens} tokens; the model's context holds {max}")]
+    PromptTooLong { tokens: usize, max: usize },
+
+    /// A granularity name that is not one of `part`, `object`, `multi`, `auto`.
+    #[error("unknown granularity {got:?} (expected one of: part, object, multi, auto)")]
+    UnknownGranularity { got: String },
+
+    /// A proposal box that cannot be used with this image.
+    #[error("box {index} [{x1}, {y1}, {x2}, {y2}]: {reason} (image is {width}x{height})")]
+    BadBox {
+        index: usize,
+        x1: f32,
+        y1: f32,
+        x2: f32,
+        y2: f32,
+        width: u32,
+        height: u32,
+        reason: BoxProblem,
+    },
+
+    /// More proposals than the model accepts.
+    #[error("{count} {kind} proposals given; the model accepts at most {max}")]
+    TooManyProposals {
+        kind: &'static str,
+        count: usize,
+        max: usize,
+    },
+
+    // ---------------------------------------------------------------- masks and RLE
+    /// A COCO RLE object that cannot be decoded.
+    #[error("bad RLE: {reason}")]
+    BadRle { reason: String },
+
+    /// Two masks (or a mask and an image) of different sizes were combined.
+    #[error("size mismatch: {what} is {got_h}x{got_w}, expected {expected_h}x{expected_w}")]
+    SizeMismatch {
+        what: String,
+        expected_h: usize,
+        expected_w: usize,
+        got_h: usize,
+        got_w: usize,
+    },
+
+    // ---------------------------------------------------------------- models and weights
+    /// No model weights are available for the requested operation.
+    #[error("no model available: {reason}")]
+    NoModel { reason: String },
+
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("missing tensor {name:?}{}", in_file(file))]
+    MissingTensor { name: String, file: Option<PathBuf> },
+
+    /// A tensor in the checkpoint has the wrong shape.
+    #[error("tensor {name:?}: expected shape {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    /// A tensor in the checkpoint has a dtype we cannot use.
+    #[error("tensor {name:?}: dtype {got} is not supported (expected {expected})")]
+    DTypeMismatch {
+        name: String,
+        expected: String,
+        got: String,
+    },
+
+    /// A checkpoint holds tensors that the configuration does not account for.
+    #[error("{}: {count} unexpected tensor(s), first {first:?}", file.display())]
+    UnexpectedTensors {
+        file: PathBuf,
+        count: usize,
+        first: String,
+    },
+
+    /// A safetensors file that cannot be read (truncated, corrupt header, …).
+    #[error("{}: bad safetensors file: {reason}", path.display())]
+    Safetensors { path: PathBuf, reason: String },
+
+    /// `config.json` is invalid or contradicts itself or the weights.
+    #[error("{what}: bad configuration: {reason}")]
+    Config { what: String, reason: String },
+
+    /// `config.json` declares a schema version this build does not read.
+    #[error("config version {got} is not supported (this build reads version {supported})")]
+    UnsupportedConfigVersion { got: u32, supported: u32 },
+
+    /// The tokenizer could not be loaded or used.
+    #[error("tokenizer: {reason}")]
+    Tokenizer { reason: String },
+
+    /// The tokenizer lacks a special token the model needs.
+    #[error("tokenizer has no special token {token:?}")]
+    MissingSpecialToken { token: String },
+
+    /// A model hub download failed.
+    #[error("hub repository {repo:?}: {reason}")]
+    Hub { repo: String, reason: String },
+
+    /// Something needs a cargo feature this build was compiled without.
+    #[error("{what} needs the `{feature}` cargo feature (rebuild with `--features {feature}`)")]
+    FeatureDisabled {
+        feature: &'static str,
+        what: &'static str,
+    },
+
+    /// An operation was given a tensor of the wrong rank/shape (programming or input error).
+    #[error("{op}: {reason}")]
+    BadShape { op: &'static str, reason: String },
+
+    // ---------------------------------------------------------------- datasets
+    /// A dataset file is missing or malformed.
+    #[error("{}: {reason}", path.display())]
+    Dataset { path: PathBuf, reason: String },
+
+    /// A dataset split that does not exist.
+    #[error("unknown split {split:?} for {dataset} (known: {known})")]
+    UnknownSplit {
+        dataset: String,
+        split: String,
+        known: String,
+    },
+
+    // ---------------------------------------------------------------- wrapped
+    /// An error from candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Why a proposal box was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxProblem {
+    /// A coordinate is NaN or infinite.
+    NotFinite,
+    /// `x2 < x1` or `y2 < y1`.
+    Inverted,
+    /// The box lies (partly) outside the image.
+    OutsideImage,
+    /// The box has zero width or height.
+    Empty,
+}
+
+impl std::fmt::Display for BoxProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BoxProblem::NotFinite => "a coordinate is not a finite number",
+            BoxProblem::Inverted => "x2 < x1 or y2 < y1",
+            BoxProblem::OutsideImage => "the box lies outside the image",
+            BoxProblem::Empty => "the box has zero width or height",
+        })
+    }
+}
+
+fn in_file(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(p) => format!(" in {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on, turning "not found" into
+    /// [`Error::FileNotFound`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::FileNotFound { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    /// Shorthand for [`Error::BadShape`].
+    pub fn shape(op: &'static str, reason: impl Into<String>) -> Self {
+        Error::BadShape {
+            op,
+            reason: reason.into(),
+        }
+    }
+}

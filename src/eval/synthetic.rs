@@ -1,0 +1,1 @@
+//! A procedurally generated multi-granularity referring segmentation benchmark.

@@ -1,0 +1,1 @@
+//! Proposal boxes from JSON files.

@@ -1,0 +1,1 @@
+//! Image loading with typed errors and size limits.

@@ -1,0 +1,1 @@
+//! COCO run-length encoding in pycocotools' compressed string form, and polygon rasterisation.

@@ -1,0 +1,1 @@
+//! LLaMA-family decoder with KV cache over `inputs_embeds`, HF `LlamaModel` semantics.

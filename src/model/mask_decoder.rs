@@ -1,0 +1,1 @@
+//! SAM-style mask decoder fed by the `[SEG]` embedding, one mask token per granularity.

@@ -1,0 +1,188 @@
+//! Small shared building blocks (linear, norms, activations, softmax) used by every model file.
+//!
+//! Norms and softmax take candle's fused kernels at inference time and a differentiable
+//! composition of elementary ops when the input tracks gradients (training), because the
+//! fused kernels have no backward pass.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::config::Activation;
+use crate::error::Result;
+
+/// `y = x Wᵀ + b`, weights named `weight`/`bias` as in PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let inner = if bias {
+            candle_nn::linear(in_dim, out_dim, vb)?
+        } else {
+            candle_nn::linear_no_bias(in_dim, out_dim, vb)?
+        };
+        Ok(Self { inner })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.inner.forward(x)?)
+    }
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() || self.weight.track_op() {
+            let dtype = x.dtype();
+            let x = x.to_dtype(DType::F32)?;
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            let y = y.to_dtype(dtype)?;
+            Ok(y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        } else {
+            let x = x.contiguous()?;
+            Ok(candle_nn::ops::layer_norm(
+                &x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
+        }
+    }
+}
+
+/// LayerNorm over the channel dimension of an NCHW tensor (SAM's / ConvNeXt's `LayerNorm2d`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    inner: LayerNorm,
+}
+
+impl LayerNorm2d {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            inner: LayerNorm::new(dim, eps, vb)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.inner.forward(&x.permute((0, 2, 3, 1))?)?;
+        Ok(y.permute((0, 3, 1, 2))?.contiguous()?)
+    }
+}
+
+/// RMSNorm over the last dimension (LLaMA), computed in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() || self.weight.track_op() {
+            let dtype = x.dtype();
+            let xf = x.to_dtype(DType::F32)?;
+            let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+            let y = xf
+                .broadcast_div(&(ms + self.eps)?.sqrt()?)?
+                .to_dtype(dtype)?;
+            Ok(y.broadcast_mul(&self.weight)?)
+        } else {
+            let x = x.contiguous()?;
+            Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?)
+        }
+    }
+}
+
+/// Softmax over the last dimension (fused at inference, differentiable when training).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    }
+}
+
+/// Applies an activation function.
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluPytorchTanh => x.gelu()?,
+        Activation::Relu => x.relu()?,
+        Activation::Silu => x.silu()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_and_differentiable_norms_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 16, &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 16, &dev)?;
+        let ln = LayerNorm {
+            weight: w.clone(),
+            bias: b,
+            eps: 1e-5,
+        };
+        let xv = Var::from_tensor(&x)?;
+        let fused = ln.forward(&x)?;
+        let slow = ln.forward(xv.as_tensor())?;
+        let diff = (fused - slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "layer norm fused vs composed: {diff}");
+
+        let rms = RmsNorm {
+            weight: w,
+            eps: 1e-6,
+        };
+        let diff = (rms.forward(&x)? - rms.forward(xv.as_tensor())?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "rms norm fused vs composed: {diff}");
+
+        let diff = (softmax_last_dim(&x)? - softmax_last_dim(xv.as_tensor())?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "softmax fused vs composed: {diff}");
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Prompt assembly: tokenizer, special tokens, placement of image and region embeddings.

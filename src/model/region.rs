@@ -1,0 +1,1 @@
+//! Region tokens: ROI-Align-pooled object/part features, granularity embedding and box encoding.

@@ -1,0 +1,1 @@
+//! `UniRes`: the whole graph tied together (encode once, segment many expressions).

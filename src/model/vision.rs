@@ -1,0 +1,1 @@
+//! CLIP ViT vision tower, HF `CLIPVisionModel` semantics, with LLaVA feature selection.
