@@ -165,6 +165,9 @@ fn run_in(case: &Case, run: super::Runner, dtype: DType, rtol: f64, atol: f64) -
         for (name, t) in &outputs {
             let want = case.get(name)?;
             let (a, r, o) = compare(t, want, rtol, atol).map_err(|e| format!("{name}: {e}"))?;
+            if std::env::var("PARITY_VERBOSE").is_ok() {
+                println!("    {name}: max_abs={a:.2e} max_rel={r:.2e} {}", if o { "ok" } else { "FAIL" });
+            }
             ma = ma.max(a);
             mr = mr.max(r);
             ok &= o;

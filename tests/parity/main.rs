@@ -6,6 +6,7 @@
 //! Run: `cargo test --release --test parity`. Prints one line per case and run.
 
 mod common;
+mod sam_mask_decoder;
 
 use common::{Case, Outcome};
 
@@ -13,6 +14,8 @@ type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
+        "sam_mask_decoder" => Some(sam_mask_decoder::run),
+        "sam_prompt_encoder" => Some(sam_mask_decoder::run_prompt),
         _ => None,
     }
 }
