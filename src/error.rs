@@ -77,6 +77,10 @@ pub enum Error {
     #[error("the expression has {chars} characters; the limit is {max}")]
     ExpressionTooLong { chars: usize, max: usize },
 
+    /// The referring expression contains one of the model's special tokens.
+    #[error("the expression contains the special token {token:?}")]
+    ExpressionHasSpecialToken { token: String },
+
     /// The expression needs more tokens than the model's context allows.
     #[error("the prompt needs {tokens} tokens; the model's context holds {max}")]
     PromptTooLong { tokens: usize, max: usize },

@@ -405,6 +405,52 @@ impl From<&Mask> for ndarray::Array2<u8> {
     }
 }
 
+/// 8-connected components of a mask, largest first.
+pub fn connected_components(mask: &Mask) -> Vec<Mask> {
+    let (h, w) = (mask.height(), mask.width());
+    let mut label = vec![0u32; h * w];
+    let mut comps: Vec<Vec<usize>> = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..h * w {
+        if mask.as_slice()[start] == 0 || label[start] != 0 {
+            continue;
+        }
+        let id = comps.len() as u32 + 1;
+        let mut pixels = Vec::new();
+        label[start] = id;
+        stack.push(start);
+        while let Some(p) = stack.pop() {
+            pixels.push(p);
+            let (y, x) = ((p / w) as i64, (p % w) as i64);
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (ny, nx) = (y + dy, x + dx);
+                    if ny < 0 || nx < 0 || ny >= h as i64 || nx >= w as i64 {
+                        continue;
+                    }
+                    let q = ny as usize * w + nx as usize;
+                    if mask.as_slice()[q] != 0 && label[q] == 0 {
+                        label[q] = id;
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+        comps.push(pixels);
+    }
+    comps.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    comps
+        .into_iter()
+        .map(|px| {
+            let mut m = Mask::zeros(h, w);
+            for p in px {
+                m.data[p] = 1;
+            }
+            m
+        })
+        .collect()
+}
+
 /// One object of a (multi-object) result.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -475,6 +521,19 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn components_are_split_and_ordered() {
+        let m = Mask::from_vec(3, 5, vec![1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1]).unwrap();
+        let c = connected_components(&m);
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].area(), c[1].area()), (3, 3));
+        let mut u = Mask::zeros(3, 5);
+        for x in &c {
+            u.union_with(x).unwrap();
+        }
+        assert_eq!(u, m);
     }
 
     #[test]

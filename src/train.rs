@@ -1,0 +1,488 @@
+//! Training the graph with candle autograd (AdamW): batching of scenes and queries, the
+//! losses, and the optimisation loop used by `examples/train_synthetic.rs`.
+//!
+//! One step takes `B` scenes with `Q` queries each. Images are encoded once per scene; the
+//! LLM sees `B·Q` right-padded sequences (prompt + granularity token + `[SEG]`, teacher
+//! forcing — causal attention makes right padding harmless); the head runs on all queries.
+//! Losses: per-pixel BCE + Dice on the mask of the ground-truth granularity token (positive
+//! queries), cross-entropy over the three granularity tokens, BCE of the no-target head,
+//! BCE of region selection against proposals matching the target (IoU ≥ 0.5).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use image::RgbImage;
+
+use crate::config::UniResConfig;
+use crate::error::{Error, Result};
+use crate::model::llm::KvCache;
+use crate::model::prompt::PromptBuilder;
+use crate::model::unires::UniRes;
+use crate::preprocess::{preprocess_hires, preprocess_lowres, HiresGeometry};
+use crate::types::{BoxXyxy, Granularity, Mask, Proposals};
+
+/// One training query.
+#[derive(Debug, Clone)]
+pub struct TrainQuery {
+    pub expression: String,
+    /// The concrete granularity the expression asks for (also for no-target queries).
+    pub granularity: Granularity,
+    /// Ground-truth union mask at the image's resolution; `None` = no target.
+    pub target: Option<Mask>,
+    /// Boxes of the target instances (objects, or the part), original coordinates.
+    pub target_boxes: Vec<BoxXyxy>,
+}
+
+/// One training scene.
+#[derive(Debug, Clone)]
+pub struct TrainScene {
+    pub image: RgbImage,
+    pub proposals: Proposals,
+    pub queries: Vec<TrainQuery>,
+}
+
+/// Loss weights.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct LossWeights {
+    pub mask_bce: f64,
+    pub mask_dice: f64,
+    pub granularity: f64,
+    pub target: f64,
+    pub select: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            mask_bce: 1.0,
+            mask_dice: 1.0,
+            granularity: 0.5,
+            target: 0.5,
+            select: 1.0,
+        }
+    }
+}
+
+/// Scalar loss values of one step.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LossParts {
+    pub total: f32,
+    pub mask_bce: f32,
+    pub mask_dice: f32,
+    pub granularity: f32,
+    pub target: f32,
+    pub select: f32,
+}
+
+/// `mean(max(x, 0) − x·t + log(1 + e^{−|x|}))`, numerically stable BCE with logits.
+pub fn bce_with_logits(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let a = x.relu()?;
+    let b = (x * t)?;
+    let c = ((x.abs()?.neg()?.exp()? + 1.0)?).log()?;
+    Ok(((a - b)? + c)?.mean_all()?)
+}
+
+/// Weighted BCE: `Σ w·bce / Σ w` (for masked entries).
+fn bce_masked(x: &Tensor, t: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let a = x.relu()?;
+    let b = (x * t)?;
+    let c = ((x.abs()?.neg()?.exp()? + 1.0)?).log()?;
+    let l = (((a - b)? + c)? * w)?.sum_all()?;
+    let n = (w.sum_all()? + 1e-6)?;
+    Ok(l.broadcast_div(&n)?)
+}
+
+/// Mean over the batch of `1 − (2 Σ p t + 1) / (Σ p + Σ t + 1)`, `p = sigmoid(x)`; inputs `(N, h, w)`.
+pub fn dice_loss(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let p = candle_nn::ops::sigmoid(x)?.flatten_from(1)?;
+    let t = t.flatten_from(1)?;
+    let inter = (&p * &t)?.sum(D::Minus1)?;
+    let denom = ((p.sum(D::Minus1)? + t.sum(D::Minus1)?)? + 1.0)?;
+    let dice = ((inter * 2.0)? + 1.0)?.div(&denom)?;
+    Ok((1.0 - dice)?.mean_all()?)
+}
+
+/// A ground-truth mask as soft targets on the decoder's grid: the `padded` frame at
+/// `1/stride` resolution, each cell the fraction of its 4×4 sub-samples inside the mask.
+pub fn mask_to_grid(mask: &Mask, g: &HiresGeometry, stride: usize) -> Vec<f32> {
+    let (gh, gw) = (g.padded_h / stride, g.padded_w / stride);
+    let (sx, sy) = g.scale();
+    let sub = 4usize;
+    let mut out = vec![0f32; gh * gw];
+    for cy in 0..gh {
+        for cx in 0..gw {
+            let mut hit = 0u32;
+            for j in 0..sub {
+                let py = (cy * stride) as f32 + (j as f32 + 0.5) * stride as f32 / sub as f32;
+                if py >= g.resized_h as f32 {
+                    continue;
+                }
+                let oy = ((py / sy) as usize).min(mask.height().saturating_sub(1));
+                for i in 0..sub {
+                    let px = (cx * stride) as f32 + (i as f32 + 0.5) * stride as f32 / sub as f32;
+                    if px >= g.resized_w as f32 {
+                        continue;
+                    }
+                    let ox = ((px / sx) as usize).min(mask.width().saturating_sub(1));
+                    if mask.get(oy, ox) {
+                        hit += 1;
+                    }
+                }
+            }
+            out[cy * gw + cx] = hit as f32 / (sub * sub) as f32;
+        }
+    }
+    out
+}
+
+/// Region-selection labels for one query: 1 for proposals (objects for object/multi queries,
+/// parts for part queries) with IoU ≥ 0.5 to a target box.
+pub fn select_labels(p: &Proposals, q: &TrainQuery) -> Vec<f32> {
+    let hit = |b: &BoxXyxy| q.target_boxes.iter().any(|t| t.iou(b) >= 0.5);
+    let part = q.granularity == Granularity::Part;
+    let positive = q.target.is_some();
+    p.objects
+        .iter()
+        .map(|b| f32::from(u8::from(positive && !part && hit(b))))
+        .chain(p.parts.iter().map(|b| f32::from(u8::from(positive && part && hit(b)))))
+        .collect()
+}
+
+/// Computes the training loss of one batch.
+pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Result<(Tensor, LossParts)> {
+    let cfg = model.config().clone();
+    let dev = model.device().clone();
+    let dtype = model.dtype();
+    if scenes.is_empty() {
+        return Err(Error::shape("batch_loss", "empty batch"));
+    }
+    // ---------------------------------------------------------------- images
+    let mut lows = Vec::new();
+    let mut highs = Vec::new();
+    let mut geos = Vec::new();
+    let mut props = Vec::new();
+    for s in scenes {
+        let (iw, ih) = s.image.dimensions();
+        lows.push(preprocess_lowres(&s.image, cfg.vision.clip.image_size, cfg.image_mean, cfg.image_std, &dev)?);
+        let (h, g) = preprocess_hires(&s.image, cfg.hires.image_size, cfg.hires.pad, cfg.image_mean, cfg.image_std, &dev)?;
+        highs.push(h);
+        geos.push(g);
+        props.push(model.cap_proposals(&s.proposals, iw, ih)?);
+    }
+    let image_tokens = model.image_tokens(&Tensor::cat(&lows, 0)?)?; // (B, N, H)
+    let feats = model.hires_features(&Tensor::cat(&highs, 0)?)?;
+    let (dense, skips) = model.dense_features(&feats)?;
+
+    let mut rois = Vec::new();
+    let mut kinds = Vec::new();
+    let mut norm = Vec::new();
+    let mut offsets = Vec::new();
+    for (b, (p, g)) in props.iter().zip(&geos).enumerate() {
+        offsets.push(kinds.len());
+        let (sx, sy) = g.scale();
+        let (pw, ph) = (g.padded_w as f32, g.padded_h as f32);
+        for (kind, boxes) in [(0u32, &p.objects), (1u32, &p.parts)] {
+            for bx in boxes {
+                let (x1, y1, x2, y2) = (bx.x1 * sx, bx.y1 * sy, bx.x2 * sx, bx.y2 * sy);
+                rois.extend_from_slice(&[b as f32, x1, y1, x2, y2]);
+                kinds.push(kind);
+                norm.extend_from_slice(&[x1 / pw, y1 / ph, x2 / pw, y2 / ph]);
+            }
+        }
+    }
+    let k_total = kinds.len();
+    let region_boxes_all = Tensor::from_vec(norm.clone(), (k_total, 4), &dev)?.to_dtype(dtype)?;
+    let region_tokens = if k_total > 0 {
+        model.region_tokens(
+            &feats,
+            &Tensor::from_vec(rois, (k_total, 5), &dev)?,
+            &Tensor::from_vec(kinds, k_total, &dev)?,
+            &region_boxes_all,
+        )?
+    } else {
+        Tensor::zeros((0, cfg.llm.hidden_size), dtype, &dev)?
+    };
+
+    // ---------------------------------------------------------------- sequences
+    let (gran_ids, seg_id) = model.answer_ids();
+    let n_img = image_tokens.dim(1)?;
+    let mut seqs = Vec::new();
+    let mut lens = Vec::new();
+    let mut region_pos: Vec<Vec<usize>> = Vec::new();
+    let mut query_scene = Vec::new();
+    let mut queries: Vec<&TrainQuery> = Vec::new();
+    for (b, s) in scenes.iter().enumerate() {
+        let p = &props[b];
+        let kb = p.objects.len() + p.parts.len();
+        let regions = region_tokens.narrow(0, offsets[b], kb)?;
+        let img = image_tokens.i(b)?;
+        for q in &s.queries {
+            let gi = q.granularity.index().ok_or_else(|| Error::shape("batch_loss", "query granularity must be concrete"))?;
+            let prompt = model.prompt_builder().build(&q.expression, p.objects.len(), p.parts.len())?;
+            let emb = model.prompt_embeddings(&prompt, &img, &regions)?;
+            let ans = Tensor::new(&[gran_ids[gi], seg_id], &dev)?.unsqueeze(0)?;
+            let ans = model.llm.embed(&ans)?.squeeze(0)?;
+            let len = emb.dim(0)?;
+            seqs.push(Tensor::cat(&[emb, ans], 0)?);
+            lens.push(len);
+            region_pos.push(
+                prompt
+                    .objects_at
+                    .iter()
+                    .chain(prompt.parts_at.iter())
+                    .map(|&i| prompt.expanded_pos(i, n_img))
+                    .collect(),
+            );
+            query_scene.push(b);
+            queries.push(q);
+        }
+    }
+    let nq = seqs.len();
+    if nq == 0 {
+        return Err(Error::shape("batch_loss", "no queries"));
+    }
+    let s_max = seqs.iter().map(|t| t.dim(0)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let h = cfg.llm.hidden_size;
+    let padded = seqs
+        .iter()
+        .map(|t| {
+            let n = t.dim(0)?;
+            if n < s_max {
+                Ok(Tensor::cat(&[t.clone(), Tensor::zeros((s_max - n, h), dtype, &dev)?], 0)?)
+            } else {
+                Ok(t.clone())
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let x = Tensor::stack(&padded, 0)?; // (Q, S, H)
+    let mut cache = KvCache::new(cfg.llm.num_hidden_layers);
+    let hidden = model.llm.forward(&x, &mut cache)?;
+    let flat = hidden.reshape((nq * s_max, h))?;
+    let pick = |pos: Vec<u32>| -> Result<Tensor> {
+        Ok(flat.index_select(&Tensor::new(pos.as_slice(), &dev)?, 0)?)
+    };
+    let last = pick((0..nq).map(|i| (i * s_max + lens[i] - 1) as u32).collect())?;
+    let seg_hidden = pick((0..nq).map(|i| (i * s_max + lens[i] + 1) as u32).collect())?;
+    let gran_logits = model.llm.logits_for(&last, &gran_ids)?.to_dtype(DType::F32)?; // (Q, 3)
+
+    let r_max = region_pos.iter().map(|v| v.len()).max().unwrap_or(0);
+    let mut rp = Vec::with_capacity(nq * r_max);
+    let mut valid = Vec::with_capacity(nq * r_max);
+    let mut rboxes = Vec::with_capacity(nq * r_max * 4);
+    let mut sel_t = Vec::with_capacity(nq * r_max);
+    for (i, pos) in region_pos.iter().enumerate() {
+        let b = query_scene[i];
+        let labels = select_labels(&props[b], queries[i]);
+        for j in 0..r_max {
+            if j < pos.len() {
+                rp.push((i * s_max + pos[j]) as u32);
+                valid.push(1f32);
+                let o = (offsets[b] + j) * 4;
+                rboxes.extend_from_slice(&norm[o..o + 4]);
+                sel_t.push(labels[j]);
+            } else {
+                rp.push((i * s_max) as u32);
+                valid.push(0f32);
+                rboxes.extend_from_slice(&[0.0, 0.0, 0.0, 0.0]);
+                sel_t.push(0.0);
+            }
+        }
+    }
+    let region_hidden = if r_max > 0 {
+        pick(rp)?.reshape((nq, r_max, h))?
+    } else {
+        Tensor::zeros((nq, 0, h), dtype, &dev)?
+    };
+    let valid_t = Tensor::from_vec(valid, (nq, r_max), &dev)?;
+    let rboxes_t = Tensor::from_vec(rboxes, (nq, r_max, 4), &dev)?.to_dtype(dtype)?;
+    let qidx = Tensor::new(query_scene.iter().map(|&b| b as u32).collect::<Vec<_>>().as_slice(), &dev)?;
+    let dense_q = dense.index_select(&qidx, 0)?;
+    let s1 = skips.0.index_select(&qidx, 0)?;
+    let s2 = skips.1.index_select(&qidx, 0)?;
+    let out = model.head(&seg_hidden, &region_hidden, &valid_t.to_dtype(dtype)?, &rboxes_t, &dense_q, (&s1, &s2))?;
+
+    // ---------------------------------------------------------------- losses
+    let gran_t: Vec<u32> = queries.iter().map(|q| q.granularity.index().unwrap_or(1) as u32).collect();
+    let l_gran = candle_nn::loss::cross_entropy(&gran_logits, &Tensor::new(gran_t.as_slice(), &dev)?)?;
+    let has: Vec<f32> = queries.iter().map(|q| f32::from(u8::from(q.target.is_some()))).collect();
+    let l_target = bce_with_logits(&out.target_logit.to_dtype(DType::F32)?, &Tensor::new(has.as_slice(), &dev)?)?;
+    let l_select = if r_max > 0 {
+        bce_masked(
+            &out.select_logits.to_dtype(DType::F32)?,
+            &Tensor::from_vec(sel_t, (nq, r_max), &dev)?,
+            &valid_t,
+        )?
+    } else {
+        Tensor::new(0f32, &dev)?
+    };
+    let (_, _, mh, mw) = out.masks.dims4()?;
+    let stride = geos[0].padded_h / mh.max(1);
+    let mut pos_idx = Vec::new();
+    let mut targets = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        if let Some(m) = &q.target {
+            let gi = q.granularity.index().unwrap_or(1);
+            pos_idx.push((i * 3 + gi) as u32);
+            targets.extend(mask_to_grid(m, &geos[query_scene[i]], stride));
+        }
+    }
+    let (l_bce, l_dice) = if pos_idx.is_empty() {
+        (Tensor::new(0f32, &dev)?, Tensor::new(0f32, &dev)?)
+    } else {
+        let np = pos_idx.len();
+        let logits = out
+            .masks
+            .reshape((nq * 3, mh, mw))?
+            .index_select(&Tensor::new(pos_idx.as_slice(), &dev)?, 0)?
+            .to_dtype(DType::F32)?;
+        let t = Tensor::from_vec(targets, (np, mh, mw), &dev)?;
+        (bce_with_logits(&logits, &t)?, dice_loss(&logits, &t)?)
+    };
+    let total = ((((l_bce.clone() * w.mask_bce)? + (l_dice.clone() * w.mask_dice)?)?
+        + (l_gran.clone() * w.granularity)?)?
+        + ((l_target.clone() * w.target)? + (l_select.clone() * w.select)?)?)?;
+    let s = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
+    let parts = LossParts {
+        total: s(&total)?,
+        mask_bce: s(&l_bce)?,
+        mask_dice: s(&l_dice)?,
+        granularity: s(&l_gran)?,
+        target: s(&l_target)?,
+        select: s(&l_select)?,
+    };
+    Ok((total, parts))
+}
+
+/// Gives freshly created variables a trainable start: all-zero matrices (created by
+/// `VarBuilder::get` without an init hint) become N(0, 0.02²), ConvNeXt layer scales 0.1.
+pub fn init_for_training(varmap: &VarMap) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| Error::shape("init", "poisoned var map"))?;
+    for (name, var) in data.iter() {
+        let t = var.as_tensor();
+        if name.ends_with("layer_scale_parameter") {
+            var.set(&(t.ones_like()? * 0.1)?)?;
+            continue;
+        }
+        let all_zero = t.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0;
+        let bias_like = name.ends_with("bias") || t.rank() < 2;
+        if all_zero && !bias_like {
+            var.set(&Tensor::randn(0f32, 0.02, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+        } else if all_zero && (name.ends_with("class_embedding") || name.contains("embed")) {
+            var.set(&Tensor::randn(0f32, 0.02, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm.
+pub fn clip_grad_norm(vars: &[Var], grads: &mut candle_core::backprop::GradStore, max_norm: f64) -> Result<f64> {
+    let mut sq = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+    }
+    let norm = sq.sqrt();
+    if norm > max_norm && norm.is_finite() {
+        let s = max_norm / norm;
+        for v in vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = (g * s)?;
+                grads.insert(v.as_tensor(), g);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub steps: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+    pub weights: LossWeights,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            steps: 3000,
+            lr: 1e-3,
+            warmup: 150,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            weights: LossWeights::default(),
+        }
+    }
+}
+
+/// Learning rate at `step`: linear warm-up, then cosine decay to 5% of the peak.
+pub fn lr_at(o: &TrainOptions, step: usize) -> f64 {
+    if step < o.warmup {
+        return o.lr * (step + 1) as f64 / o.warmup as f64;
+    }
+    let t = (step - o.warmup) as f64 / (o.steps.saturating_sub(o.warmup)).max(1) as f64;
+    o.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}
+
+/// A model being trained: the variables and the graph built on them.
+pub struct Trainer {
+    pub varmap: VarMap,
+    pub model: UniRes,
+    opt: AdamW,
+    vars: Vec<Var>,
+    pub opts: TrainOptions,
+    step: usize,
+}
+
+impl Trainer {
+    /// A fresh model of `cfg` with variables initialised from `opts.seed`.
+    pub fn new(cfg: &UniResConfig, prompt: PromptBuilder, opts: TrainOptions) -> Result<Self> {
+        let dev = Device::Cpu;
+        dev.set_seed(opts.seed)?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let model = UniRes::new(cfg, prompt, vb)?;
+        init_for_training(&varmap)?;
+        let vars = varmap.all_vars();
+        let opt = AdamW::new(
+            vars.clone(),
+            ParamsAdamW {
+                lr: opts.lr,
+                weight_decay: opts.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            varmap,
+            model,
+            opt,
+            vars,
+            opts,
+            step: 0,
+        })
+    }
+
+    /// One optimisation step on a batch; returns the losses and the gradient norm.
+    pub fn step(&mut self, batch: &[TrainScene]) -> Result<(LossParts, f64)> {
+        let (loss, parts) = batch_loss(&self.model, batch, &self.opts.weights)?;
+        let mut grads = loss.backward()?;
+        let norm = clip_grad_norm(&self.vars, &mut grads, self.opts.clip_norm)?;
+        self.opt.set_learning_rate(lr_at(&self.opts, self.step));
+        self.opt.step(&grads)?;
+        self.step += 1;
+        Ok((parts, norm))
+    }
+
+    /// Saves the variables as `model.safetensors` (keys = checkpoint names).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.varmap.save(path)?;
+        Ok(())
+    }
+}
