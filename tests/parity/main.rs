@@ -5,7 +5,10 @@
 //!
 //! Run: `cargo test --release --test parity`. Prints one line per case and run.
 
+mod clip_vision;
 mod common;
+mod convnext;
+mod llama;
 
 use common::{Case, Outcome};
 
@@ -13,6 +16,9 @@ type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
+        "clip_vision" => Some(clip_vision::run),
+        "convnext" => Some(convnext::run),
+        "llama" => Some(llama::run),
         _ => None,
     }
 }
