@@ -5,7 +5,10 @@
 //!
 //! Run: `cargo test --release --test parity`. Prints one line per case and run.
 
+mod clip_vision;
 mod common;
+mod convnext;
+mod llama;
 mod sam_mask_decoder;
 
 use common::{Case, Outcome};
@@ -14,6 +17,9 @@ type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
+        "clip_vision" => Some(clip_vision::run),
+        "convnext" => Some(convnext::run),
+        "llama" => Some(llama::run),
         "sam_mask_decoder" => Some(sam_mask_decoder::run),
         "sam_prompt_encoder" => Some(sam_mask_decoder::run_prompt),
         _ => None,
