@@ -145,12 +145,20 @@ pub fn select_labels(p: &Proposals, q: &TrainQuery) -> Vec<f32> {
     p.objects
         .iter()
         .map(|b| f32::from(u8::from(positive && !part && hit(b))))
-        .chain(p.parts.iter().map(|b| f32::from(u8::from(positive && part && hit(b)))))
+        .chain(
+            p.parts
+                .iter()
+                .map(|b| f32::from(u8::from(positive && part && hit(b)))),
+        )
         .collect()
 }
 
 /// Computes the training loss of one batch.
-pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Result<(Tensor, LossParts)> {
+pub fn batch_loss(
+    model: &UniRes,
+    scenes: &[TrainScene],
+    w: &LossWeights,
+) -> Result<(Tensor, LossParts)> {
     let cfg = model.config().clone();
     let dev = model.device().clone();
     let dtype = model.dtype();
@@ -164,8 +172,21 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
     let mut props = Vec::new();
     for s in scenes {
         let (iw, ih) = s.image.dimensions();
-        lows.push(preprocess_lowres(&s.image, cfg.vision.clip.image_size, cfg.image_mean, cfg.image_std, &dev)?);
-        let (h, g) = preprocess_hires(&s.image, cfg.hires.image_size, cfg.hires.pad, cfg.image_mean, cfg.image_std, &dev)?;
+        lows.push(preprocess_lowres(
+            &s.image,
+            cfg.vision.clip.image_size,
+            cfg.image_mean,
+            cfg.image_std,
+            &dev,
+        )?);
+        let (h, g) = preprocess_hires(
+            &s.image,
+            cfg.hires.image_size,
+            cfg.hires.pad,
+            cfg.image_mean,
+            cfg.image_std,
+            &dev,
+        )?;
         highs.push(h);
         geos.push(g);
         props.push(model.cap_proposals(&s.proposals, iw, ih)?);
@@ -218,8 +239,14 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
         let regions = region_tokens.narrow(0, offsets[b], kb)?;
         let img = image_tokens.i(b)?;
         for q in &s.queries {
-            let gi = q.granularity.index().ok_or_else(|| Error::shape("batch_loss", "query granularity must be concrete"))?;
-            let prompt = model.prompt_builder().build(&q.expression, p.objects.len(), p.parts.len())?;
+            let gi = q
+                .granularity
+                .index()
+                .ok_or_else(|| Error::shape("batch_loss", "query granularity must be concrete"))?;
+            let prompt =
+                model
+                    .prompt_builder()
+                    .build(&q.expression, p.objects.len(), p.parts.len())?;
             let emb = model.prompt_embeddings(&prompt, &img, &regions)?;
             let ans = Tensor::new(&[gran_ids[gi], seg_id], &dev)?.unsqueeze(0)?;
             let ans = model.llm.embed(&ans)?.squeeze(0)?;
@@ -242,14 +269,23 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
     if nq == 0 {
         return Err(Error::shape("batch_loss", "no queries"));
     }
-    let s_max = seqs.iter().map(|t| t.dim(0)).collect::<candle_core::Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let s_max = seqs
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<candle_core::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let h = cfg.llm.hidden_size;
     let padded = seqs
         .iter()
         .map(|t| {
             let n = t.dim(0)?;
             if n < s_max {
-                Ok(Tensor::cat(&[t.clone(), Tensor::zeros((s_max - n, h), dtype, &dev)?], 0)?)
+                Ok(Tensor::cat(
+                    &[t.clone(), Tensor::zeros((s_max - n, h), dtype, &dev)?],
+                    0,
+                )?)
             } else {
                 Ok(t.clone())
             }
@@ -264,7 +300,10 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
     };
     let last = pick((0..nq).map(|i| (i * s_max + lens[i] - 1) as u32).collect())?;
     let seg_hidden = pick((0..nq).map(|i| (i * s_max + lens[i] + 1) as u32).collect())?;
-    let gran_logits = model.llm.logits_for(&last, &gran_ids)?.to_dtype(DType::F32)?; // (Q, 3)
+    let gran_logits = model
+        .llm
+        .logits_for(&last, &gran_ids)?
+        .to_dtype(DType::F32)?; // (Q, 3)
 
     let r_max = region_pos.iter().map(|v| v.len()).max().unwrap_or(0);
     let mut rp = Vec::with_capacity(nq * r_max);
@@ -296,17 +335,41 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
     };
     let valid_t = Tensor::from_vec(valid, (nq, r_max), &dev)?;
     let rboxes_t = Tensor::from_vec(rboxes, (nq, r_max, 4), &dev)?.to_dtype(dtype)?;
-    let qidx = Tensor::new(query_scene.iter().map(|&b| b as u32).collect::<Vec<_>>().as_slice(), &dev)?;
+    let qidx = Tensor::new(
+        query_scene
+            .iter()
+            .map(|&b| b as u32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &dev,
+    )?;
     let dense_q = dense.index_select(&qidx, 0)?;
     let s1 = skips.0.index_select(&qidx, 0)?;
     let s2 = skips.1.index_select(&qidx, 0)?;
-    let out = model.head(&seg_hidden, &region_hidden, &valid_t.to_dtype(dtype)?, &rboxes_t, &dense_q, (&s1, &s2))?;
+    let out = model.head(
+        &seg_hidden,
+        &region_hidden,
+        &valid_t.to_dtype(dtype)?,
+        &rboxes_t,
+        &dense_q,
+        (&s1, &s2),
+    )?;
 
     // ---------------------------------------------------------------- losses
-    let gran_t: Vec<u32> = queries.iter().map(|q| q.granularity.index().unwrap_or(1) as u32).collect();
-    let l_gran = candle_nn::loss::cross_entropy(&gran_logits, &Tensor::new(gran_t.as_slice(), &dev)?)?;
-    let has: Vec<f32> = queries.iter().map(|q| f32::from(u8::from(q.target.is_some()))).collect();
-    let l_target = bce_with_logits(&out.target_logit.to_dtype(DType::F32)?, &Tensor::new(has.as_slice(), &dev)?)?;
+    let gran_t: Vec<u32> = queries
+        .iter()
+        .map(|q| q.granularity.index().unwrap_or(1) as u32)
+        .collect();
+    let l_gran =
+        candle_nn::loss::cross_entropy(&gran_logits, &Tensor::new(gran_t.as_slice(), &dev)?)?;
+    let has: Vec<f32> = queries
+        .iter()
+        .map(|q| f32::from(u8::from(q.target.is_some())))
+        .collect();
+    let l_target = bce_with_logits(
+        &out.target_logit.to_dtype(DType::F32)?,
+        &Tensor::new(has.as_slice(), &dev)?,
+    )?;
     let l_select = if r_max > 0 {
         bce_masked(
             &out.select_logits.to_dtype(DType::F32)?,
@@ -354,33 +417,185 @@ pub fn batch_loss(model: &UniRes, scenes: &[TrainScene], w: &LossWeights) -> Res
     Ok((total, parts))
 }
 
-/// Gives freshly created variables a trainable start: all-zero matrices (created by
-/// `VarBuilder::get` without an init hint) become N(0, 0.02²), ConvNeXt layer scales 0.1.
-pub fn init_for_training(varmap: &VarMap) -> Result<()> {
-    let data = varmap.data().lock().map_err(|_| Error::shape("init", "poisoned var map"))?;
-    for (name, var) in data.iter() {
-        let t = var.as_tensor();
-        if name.ends_with("layer_scale_parameter") {
-            var.set(&(t.ones_like()? * 0.1)?)?;
-            continue;
-        }
-        let all_zero = t.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0;
-        let bias_like = name.ends_with("bias") || t.rank() < 2;
-        if all_zero && !bias_like {
-            var.set(&Tensor::randn(0f32, 0.02, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
-        } else if all_zero && (name.ends_with("class_embedding") || name.contains("embed")) {
-            var.set(&Tensor::randn(0f32, 0.02, t.shape(), t.device())?.to_dtype(t.dtype())?)?;
+/// SplitMix64: a tiny, portable PRNG (the same numbers on every platform and build).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+fn name_seed(seed: u64, name: &str) -> u64 {
+    // FNV-1a over the name, mixed with the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A `VarBuilder` backend that creates variables in a [`VarMap`] from the init hints with a
+/// PRNG seeded by `(seed, name)`, so a fresh model is identical for a seed whatever the
+/// creation order (candle's CPU RNG cannot be seeded).
+///
+/// Hints asking for all zeros on a matrix (`VarBuilder::get` without a hint) become
+/// N(0, 0.02²); ConvNeXt layer scales start at 0.1.
+pub struct SeededVarMap {
+    pub varmap: VarMap,
+    seed: u64,
+}
+
+impl SeededVarMap {
+    pub fn new(varmap: VarMap, seed: u64) -> Self {
+        Self { varmap, seed }
+    }
+
+    fn values(&self, shape: &candle_core::Shape, name: &str, init: candle_nn::Init) -> Vec<f32> {
+        use candle_nn::init::{FanInOut, NormalOrUniform};
+        let n = shape.elem_count();
+        let mut rng = SplitMix64::new(name_seed(self.seed, name));
+        let normal = |rng: &mut SplitMix64, m: f64, s: f64| -> Vec<f32> {
+            (0..n).map(|_| (m + s * rng.normal()) as f32).collect()
+        };
+        let uniform = |rng: &mut SplitMix64, lo: f64, up: f64| -> Vec<f32> {
+            (0..n)
+                .map(|_| (lo + (up - lo) * rng.uniform()) as f32)
+                .collect()
+        };
+        match init {
+            _ if name.ends_with("layer_scale_parameter") => vec![0.1; n],
+            candle_nn::Init::Const(c) if c == 0.0 && shape.rank() >= 2 => {
+                normal(&mut rng, 0.0, 0.02)
+            }
+            candle_nn::Init::Const(c) => vec![c as f32; n],
+            candle_nn::Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
+            candle_nn::Init::Uniform { lo, up } => uniform(&mut rng, lo, up),
+            candle_nn::Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let fan = match fan {
+                    FanInOut::FanIn => fan.for_shape(shape),
+                    FanInOut::FanOut => fan.for_shape(shape),
+                };
+                let std = non_linearity.gain() / (fan.max(1) as f64).sqrt();
+                match dist {
+                    NormalOrUniform::Uniform => {
+                        let b = 3f64.sqrt() * std;
+                        uniform(&mut rng, -b, b)
+                    }
+                    NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
+                }
+            }
         }
     }
-    Ok(())
+}
+
+impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
+        if let Some(v) = data.get(name) {
+            let t = v.as_tensor();
+            if t.shape() != &s {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name}: shape {:?} requested, {:?} exists",
+                    s,
+                    t.shape()
+                )));
+            }
+            return Ok(t.clone());
+        }
+        let vals = self.values(&s, name, h);
+        let t = Tensor::from_vec(vals, s, dev)?.to_dtype(dtype)?;
+        let v = Var::from_tensor(&t)?;
+        let t = v.as_tensor().clone();
+        data.insert(name.to_string(), v);
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg(format!(
+            "{name}: a fresh model has no tensor to read unchecked"
+        )))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
+    }
+}
+
+/// A fresh model of `cfg` whose variables are initialised from `seed`, and its variables.
+pub fn fresh_model(
+    cfg: &UniResConfig,
+    prompt: PromptBuilder,
+    seed: u64,
+    dtype: DType,
+) -> Result<(UniRes, VarMap)> {
+    let varmap = VarMap::new();
+    let backend = SeededVarMap::new(varmap.clone(), seed);
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+    let model = UniRes::new(cfg, prompt, vb)?;
+    Ok((model, varmap))
 }
 
 /// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm.
-pub fn clip_grad_norm(vars: &[Var], grads: &mut candle_core::backprop::GradStore, max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(
+    vars: &[Var],
+    grads: &mut candle_core::backprop::GradStore,
+    max_norm: f64,
+) -> Result<f64> {
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = sq.sqrt();
@@ -444,12 +659,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh model of `cfg` with variables initialised from `opts.seed`.
     pub fn new(cfg: &UniResConfig, prompt: PromptBuilder, opts: TrainOptions) -> Result<Self> {
-        let dev = Device::Cpu;
-        dev.set_seed(opts.seed)?;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let model = UniRes::new(cfg, prompt, vb)?;
-        init_for_training(&varmap)?;
+        let (model, varmap) = fresh_model(cfg, prompt, opts.seed, DType::F32)?;
         let vars = varmap.all_vars();
         let opt = AdamW::new(
             vars.clone(),

@@ -30,7 +30,14 @@ fn image(name: &str) -> image::RgbImage {
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Pillow's bicubic resize, byte for byte.
@@ -40,7 +47,10 @@ fn pil_bicubic_resize_is_exact() {
     let mut n = 0;
     for c in cases()["resize"].as_array().unwrap() {
         let img = image(c["image"].as_str().unwrap());
-        let (w, h) = (c["w"].as_u64().unwrap() as u32, c["h"].as_u64().unwrap() as u32);
+        let (w, h) = (
+            c["w"].as_u64().unwrap() as u32,
+            c["h"].as_u64().unwrap() as u32,
+        );
         let got = resize_bicubic_pil(&img, w, h).unwrap();
         let want: Vec<u8> = exp[c["key"].as_str().unwrap()]
             .flatten_all()
@@ -81,7 +91,8 @@ fn hires_matches_reference() {
             Some(m) => HiresPad::MultipleOf(m as usize),
             None => HiresPad::Square,
         };
-        let (got, g) = preprocess_hires(&img, long, pad, CLIP_MEAN, CLIP_STD, &Device::Cpu).unwrap();
+        let (got, g) =
+            preprocess_hires(&img, long, pad, CLIP_MEAN, CLIP_STD, &Device::Cpu).unwrap();
         let resized = c["resized"].as_array().unwrap();
         assert_eq!(g.resized_h as u64, resized[0].as_u64().unwrap());
         assert_eq!(g.resized_w as u64, resized[1].as_u64().unwrap());

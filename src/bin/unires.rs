@@ -13,7 +13,11 @@ use unires::io::weights::{load, Source};
 use unires::{Error, Granularity, Result};
 
 #[derive(Parser)]
-#[command(name = "unires", version, about = "Multi-granularity referring expression segmentation")]
+#[command(
+    name = "unires",
+    version,
+    about = "Multi-granularity referring expression segmentation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

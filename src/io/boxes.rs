@@ -46,7 +46,10 @@ pub fn parse_boxes(text: &str, what: &Path) -> Result<Proposals> {
         path: what.to_path_buf(),
         source: e,
     })?;
-    Ok(Proposals::new(to_boxes(parsed.objects), to_boxes(parsed.parts)))
+    Ok(Proposals::new(
+        to_boxes(parsed.objects),
+        to_boxes(parsed.parts),
+    ))
 }
 
 /// Reads a boxes JSON file and validates every box against a `width × height` image.
@@ -65,7 +68,8 @@ pub fn load_boxes(path: &Path, width: u32, height: u32) -> Result<Proposals> {
 
 /// Writes proposals in the same format.
 pub fn boxes_to_json(p: &Proposals) -> serde_json::Value {
-    let conv = |v: &[BoxXyxy]| -> Vec<[f32; 4]> { v.iter().map(|b| [b.x1, b.y1, b.x2, b.y2]).collect() };
+    let conv =
+        |v: &[BoxXyxy]| -> Vec<[f32; 4]> { v.iter().map(|b| [b.x1, b.y1, b.x2, b.y2]).collect() };
     serde_json::json!({"objects": conv(&p.objects), "parts": conv(&p.parts)})
 }
 
@@ -77,7 +81,11 @@ mod tests {
     fn parses_both_shapes() {
         let p = parse_boxes(r#"{"objects": [[1,2,3,4]], "parts": []}"#, Path::new("t")).unwrap();
         assert_eq!(p.objects, vec![BoxXyxy::new(1.0, 2.0, 3.0, 4.0)]);
-        let p = parse_boxes(r#"{"proposals": {"parts": [[0,0,5,5]]}, "queries": []}"#, Path::new("t")).unwrap();
+        let p = parse_boxes(
+            r#"{"proposals": {"parts": [[0,0,5,5]]}, "queries": []}"#,
+            Path::new("t"),
+        )
+        .unwrap();
         assert_eq!(p.parts.len(), 1);
         assert!(parse_boxes(r#"{"objects": [[1,2,3]]}"#, Path::new("t")).is_err());
         assert!(parse_boxes(r#"{"objets": []}"#, Path::new("t")).is_err());

@@ -4,3 +4,4 @@ pub mod boxes;
 pub mod image;
 pub mod mask;
 pub mod rle;
+pub mod weights;

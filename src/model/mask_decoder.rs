@@ -58,7 +58,8 @@ impl SamAttention {
     fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let split = |x: Tensor| -> Result<Tensor> {
             let (b, s, c) = x.dims3()?;
-            Ok(x.reshape((b, s, self.heads, c / self.heads))?.transpose(1, 2)?)
+            Ok(x.reshape((b, s, self.heads, c / self.heads))?
+                .transpose(1, 2)?)
         };
         let q = split(self.q_proj.forward(q)?)?;
         let k = split(self.k_proj.forward(k)?)?;
@@ -108,16 +109,28 @@ struct TwoWayBlock {
 
 impl TwoWayBlock {
     fn new(cfg: &SamMaskDecoderConfig, skip_first_layer_pe: bool, vb: VarBuilder) -> Result<Self> {
-        let (d, eps, r) = (cfg.hidden_size, cfg.layer_norm_eps, cfg.attention_downsample_rate);
+        let (d, eps, r) = (
+            cfg.hidden_size,
+            cfg.layer_norm_eps,
+            cfg.attention_downsample_rate,
+        );
         Ok(Self {
             self_attn: SamAttention::new(cfg, 1, vb.pp("self_attn"))?,
             layer_norm1: LayerNorm::new(d, eps, vb.pp("layer_norm1"))?,
-            cross_attn_token_to_image: SamAttention::new(cfg, r, vb.pp("cross_attn_token_to_image"))?,
+            cross_attn_token_to_image: SamAttention::new(
+                cfg,
+                r,
+                vb.pp("cross_attn_token_to_image"),
+            )?,
             layer_norm2: LayerNorm::new(d, eps, vb.pp("layer_norm2"))?,
             mlp: MlpBlock::new(cfg, vb.pp("mlp"))?,
             layer_norm3: LayerNorm::new(d, eps, vb.pp("layer_norm3"))?,
             layer_norm4: LayerNorm::new(d, eps, vb.pp("layer_norm4"))?,
-            cross_attn_image_to_token: SamAttention::new(cfg, r, vb.pp("cross_attn_image_to_token"))?,
+            cross_attn_image_to_token: SamAttention::new(
+                cfg,
+                r,
+                vb.pp("cross_attn_image_to_token"),
+            )?,
             skip_first_layer_pe,
         })
     }
@@ -183,7 +196,12 @@ impl TwoWayTransformer {
     }
 
     /// `tokens: (B, T, D)`, `image: (B, HW, D)`, `image_pe: (B|1, HW, D)`.
-    fn forward(&self, tokens: &Tensor, image: &Tensor, image_pe: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn forward(
+        &self,
+        tokens: &Tensor,
+        image: &Tensor,
+        image_pe: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let mut queries = tokens.clone();
         let mut keys = image.clone();
         for layer in &self.layers {
@@ -208,7 +226,13 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn new(input: usize, hidden: usize, output: usize, depth: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        output: usize,
+        depth: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let layers = (0..depth.saturating_sub(2))
             .map(|i| Linear::new(hidden, hidden, true, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -313,14 +337,26 @@ impl SamMaskDecoder {
             stdev: 1.0,
         };
         let output_hypernetworks_mlps = (0..n)
-            .map(|i| FeedForward::new(d, d, d / 8, 3, vb.pp(format!("output_hypernetworks_mlps.{i}"))))
+            .map(|i| {
+                FeedForward::new(
+                    d,
+                    d,
+                    d / 8,
+                    3,
+                    vb.pp(format!("output_hypernetworks_mlps.{i}")),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             iou_token: vb.get_with_hints((1, d), "iou_token.weight", init)?,
             mask_tokens: vb.get_with_hints((n, d), "mask_tokens.weight", init)?,
             transformer: TwoWayTransformer::new(cfg, vb.pp("transformer"))?,
             upscale_conv1: ConvTranspose2x2::new(d, d / 4, vb.pp("upscale_conv1"))?,
-            upscale_layer_norm: LayerNorm2d::new(d / 4, SAM_LAYER_NORM_EPS, vb.pp("upscale_layer_norm"))?,
+            upscale_layer_norm: LayerNorm2d::new(
+                d / 4,
+                SAM_LAYER_NORM_EPS,
+                vb.pp("upscale_layer_norm"),
+            )?,
             upscale_conv2: ConvTranspose2x2::new(d / 4, d / 8, vb.pp("upscale_conv2"))?,
             output_hypernetworks_mlps,
             iou_prediction_head: FeedForward::new(
@@ -357,7 +393,10 @@ impl SamMaskDecoder {
         if c != self.hidden {
             return Err(Error::shape(
                 "mask decoder",
-                format!("image embeddings have {c} channels, decoder is {} wide", self.hidden),
+                format!(
+                    "image embeddings have {c} channels, decoder is {} wide",
+                    self.hidden
+                ),
             ));
         }
         let out_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?
@@ -401,9 +440,12 @@ impl SamMaskDecoder {
             .collect::<Result<Vec<_>>>()?;
         let hyper = Tensor::cat(&hyper, 1)?; // (B, n, D/8)
         let (_, cu, hu, wu) = up.dims4()?;
-        let masks = hyper
-            .matmul(&up.reshape((b, cu, hu * wu))?)?
-            .reshape((b, self.num_mask_tokens, hu, wu))?;
+        let masks = hyper.matmul(&up.reshape((b, cu, hu * wu))?)?.reshape((
+            b,
+            self.num_mask_tokens,
+            hu,
+            wu,
+        ))?;
         let iou = self.iou_prediction_head.forward(&iou_out)?;
         Ok(DecoderOutput { masks, iou })
     }
@@ -433,7 +475,8 @@ impl PositionEmbeddingRandom {
         let dims = coords.dims().to_vec();
         let n: usize = dims[..dims.len() - 1].iter().product();
         let c = ((coords.reshape((n, 2))? * 2.0)? - 1.0)?;
-        let proj = (c.to_dtype(self.gaussian.dtype())?.matmul(&self.gaussian)? * (2.0 * std::f64::consts::PI))?;
+        let proj = (c.to_dtype(self.gaussian.dtype())?.matmul(&self.gaussian)?
+            * (2.0 * std::f64::consts::PI))?;
         let out = Tensor::cat(&[proj.sin()?, proj.cos()?], 1)?;
         let mut shape = dims[..dims.len() - 1].to_vec();
         shape.push(out.dim(1)?);

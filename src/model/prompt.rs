@@ -78,11 +78,18 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 
 impl PromptBuilder {
     /// Resolves the special tokens; a tokenizer that lacks one is an error.
-    pub fn new(tokenizer: Tokenizer, tokens: &TokensConfig, cfg: &PromptConfig, limits: &Limits) -> Result<Self> {
+    pub fn new(
+        tokenizer: Tokenizer,
+        tokens: &TokensConfig,
+        cfg: &PromptConfig,
+        limits: &Limits,
+    ) -> Result<Self> {
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
-                .ok_or_else(|| Error::MissingSpecialToken { token: t.to_string() })
+                .ok_or_else(|| Error::MissingSpecialToken {
+                    token: t.to_string(),
+                })
         };
         let ids = SpecialIds {
             image: id(&tokens.image)?,
@@ -158,12 +165,16 @@ impl PromptBuilder {
             .user
             .replace("{regions}", &regions.join(" "))
             .replace("{expression}", expression);
-        let text = [self.cfg.system.as_str(), user.as_str(), self.cfg.assistant.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = [
+            self.cfg.system.as_str(),
+            user.as_str(),
+            self.cfg.assistant.as_str(),
+        ]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
         let enc = self
             .tokenizer
             .encode(text, self.cfg.add_bos)
@@ -204,7 +215,10 @@ impl PromptBuilder {
 
 /// Special tokens every unires tokenizer carries, in id order for a fresh word-level vocabulary.
 pub fn special_token_list(tokens: &TokensConfig) -> Vec<String> {
-    let mut v: Vec<String> = ["<unk>", "<s>", "</s>", "<pad>"].iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = ["<unk>", "<s>", "</s>", "<pad>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     v.push(tokens.image.clone());
     v.push(tokens.object.clone());
     v.push(tokens.part.clone());
@@ -219,7 +233,11 @@ pub fn word_level_tokenizer_json(words: &[&str], tokens: &TokensConfig) -> Strin
     let specials = special_token_list(tokens);
     let mut vocab: BTreeMap<String, u32> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for s in specials.iter().map(|s| s.to_string()).chain(words.iter().map(|w| w.to_lowercase())) {
+    for s in specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain(words.iter().map(|w| w.to_lowercase()))
+    {
         if !vocab.contains_key(&s) {
             vocab.insert(s.clone(), order.len() as u32);
             order.push(s);
@@ -260,7 +278,17 @@ mod tests {
 
     fn builder() -> PromptBuilder {
         let cfg = UniResConfig::tiny();
-        let words = ["user", "assistant", ":", ".", "please", "segment", "the", "red", "mug"];
+        let words = [
+            "user",
+            "assistant",
+            ":",
+            ".",
+            "please",
+            "segment",
+            "the",
+            "red",
+            "mug",
+        ];
         let json = word_level_tokenizer_json(&words, &cfg.tokens);
         let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
         PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap()

@@ -44,7 +44,10 @@ pub fn box_encoding(boxes: &Tensor, freqs: usize) -> Result<Tensor> {
         .map(|i| (2f32).powi(i as i32) * std::f32::consts::PI)
         .collect();
     let f = Tensor::from_vec(f, (1, 1, freqs), boxes.device())?.to_dtype(boxes.dtype())?;
-    let a = boxes.unsqueeze(2)?.broadcast_mul(&f)?.reshape((k, 4 * freqs))?;
+    let a = boxes
+        .unsqueeze(2)?
+        .broadcast_mul(&f)?
+        .reshape((k, 4 * freqs))?;
     Ok(Tensor::cat(&[a.sin()?, a.cos()?], 1)?)
 }
 
@@ -101,9 +104,9 @@ impl RegionEncoder {
             .iter()
             .zip(&self.level_proj)
             .map(|(&l, conv)| {
-                let f = feats
-                    .get(l)
-                    .ok_or_else(|| Error::shape("region encoder", format!("no feature level {l}")))?;
+                let f = feats.get(l).ok_or_else(|| {
+                    Error::shape("region encoder", format!("no feature level {l}"))
+                })?;
                 Ok(conv.forward(f)?)
             })
             .collect()
@@ -115,7 +118,13 @@ impl RegionEncoder {
     /// * `boxes_norm`: `(K, 4)` boxes divided by the padded input width/height.
     ///
     /// Returns `(K, H)` region tokens.
-    pub fn forward(&self, projected: &[Tensor], rois: &Tensor, kinds: &Tensor, boxes_norm: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        projected: &[Tensor],
+        rois: &Tensor,
+        kinds: &Tensor,
+        boxes_norm: &Tensor,
+    ) -> Result<Tensor> {
         let k = rois.dim(0)?;
         let mut pooled: Option<Tensor> = None;
         for (p, &stride) in projected.iter().zip(&self.strides) {

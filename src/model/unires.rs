@@ -49,16 +49,8 @@ impl Neck {
     pub fn new(c_in: usize, d: usize, vb: VarBuilder) -> Result<Self> {
         let nb = Conv2dConfig::default();
         let conv1 = candle_nn::conv2d_no_bias(c_in, d, 1, nb, vb.pp("conv1"))?;
-        let conv2 = candle_nn::conv2d_no_bias(
-            d,
-            d,
-            3,
-            Conv2dConfig {
-                padding: 1,
-                ..nb
-            },
-            vb.pp("conv2"),
-        )?;
+        let conv2 =
+            candle_nn::conv2d_no_bias(d, d, 3, Conv2dConfig { padding: 1, ..nb }, vb.pp("conv2"))?;
         Ok(Self {
             conv1,
             layer_norm1: LayerNorm2d::new(d, 1e-6, vb.pp("layer_norm1"))?,
@@ -135,7 +127,8 @@ impl UniRes {
         let v = cfg.vision.clip.hidden_size;
         let d = cfg.decoder.sam.hidden_size;
         let dims = &cfg.hires.convnext.hidden_sizes;
-        let vision = ClipVisionModel::new(&cfg.vision.clip, vb.pp("vision_tower").pp("vision_model"))?;
+        let vision =
+            ClipVisionModel::new(&cfg.vision.clip, vb.pp("vision_tower").pp("vision_model"))?;
         let mm_projector = (
             Linear::new(v, h, true, vb.pp("mm_projector.0"))?,
             Linear::new(h, h, true, vb.pp("mm_projector.2"))?,
@@ -249,13 +242,24 @@ impl UniRes {
 
     /// Region tokens for `rois (K, 5)` (batch index + high-res pixel box), `kinds (K)`,
     /// `boxes_norm (K, 4)`.
-    pub fn region_tokens(&self, feats: &[Tensor], rois: &Tensor, kinds: &Tensor, boxes_norm: &Tensor) -> Result<Tensor> {
+    pub fn region_tokens(
+        &self,
+        feats: &[Tensor],
+        rois: &Tensor,
+        kinds: &Tensor,
+        boxes_norm: &Tensor,
+    ) -> Result<Tensor> {
         let projected = self.region.project_levels(feats)?;
         self.region.forward(&projected, rois, kinds, boxes_norm)
     }
 
     /// Validates and caps proposals, and lays them out as ROI rows for image `batch_index`.
-    fn region_inputs(&self, p: &Proposals, g: &HiresGeometry, batch_index: f32) -> Result<(Tensor, Tensor, Tensor)> {
+    fn region_inputs(
+        &self,
+        p: &Proposals,
+        g: &HiresGeometry,
+        batch_index: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (sx, sy) = g.scale();
         let (pw, ph) = (g.padded_w as f32, g.padded_h as f32);
         let mut rois = Vec::new();
@@ -301,7 +305,13 @@ impl UniRes {
         crate::io::image::check_size(w, h, &self.cfg.limits)?;
         let proposals = self.cap_proposals(proposals, w, h)?;
         let c = &self.cfg;
-        let low = preprocess_lowres(image, c.vision.clip.image_size, c.image_mean, c.image_std, &self.device)?;
+        let low = preprocess_lowres(
+            image,
+            c.vision.clip.image_size,
+            c.image_mean,
+            c.image_std,
+            &self.device,
+        )?;
         let (high, geometry) = preprocess_hires(
             image,
             c.hires.image_size,
@@ -336,7 +346,12 @@ impl UniRes {
 
     /// Input embeddings `(S, H)` for a prompt: text embeddings with `<image>` expanded to the
     /// image tokens and each region placeholder replaced by its region token.
-    pub fn prompt_embeddings(&self, prompt: &Prompt, image_tokens: &Tensor, region_tokens: &Tensor) -> Result<Tensor> {
+    pub fn prompt_embeddings(
+        &self,
+        prompt: &Prompt,
+        image_tokens: &Tensor,
+        region_tokens: &Tensor,
+    ) -> Result<Tensor> {
         let n = prompt.ids.len();
         let ids = Tensor::new(prompt.ids.as_slice(), &self.device)?.unsqueeze(0)?;
         let text = self.llm.embed(&ids)?.squeeze(0)?;
@@ -350,13 +365,14 @@ impl UniRes {
         region_at.sort_unstable();
         let mut pieces: Vec<Tensor> = Vec::new();
         let mut start = 0usize;
-        let mut push_text = |pieces: &mut Vec<Tensor>, from: usize, to: usize| -> Result<()> {
+        let push_text = |pieces: &mut Vec<Tensor>, from: usize, to: usize| -> Result<()> {
             if to > from {
                 pieces.push(text.narrow(0, from, to - from)?);
             }
             Ok(())
         };
-        let mut specials: Vec<(usize, Option<usize>)> = region_at.iter().map(|&(i, r)| (i, Some(r))).collect();
+        let mut specials: Vec<(usize, Option<usize>)> =
+            region_at.iter().map(|&(i, r)| (i, Some(r))).collect();
         specials.push((prompt.image_at, None));
         specials.sort_unstable();
         for (i, which) in specials {
@@ -407,9 +423,10 @@ impl UniRes {
                 .prompt_encoder
                 .embed_boxes(&region_boxes.reshape((b * r, 4))?)?
                 .reshape((b, r, 2, d))?;
-            let corners = corners
-                .broadcast_mul(&w.reshape((b, r, 1, 1))?)?
-                .reshape((b, 2 * r, d))?;
+            let corners =
+                corners
+                    .broadcast_mul(&w.reshape((b, r, 1, 1))?)?
+                    .reshape((b, 2 * r, d))?;
             sparse.push(corners);
             logits
         } else {
@@ -440,7 +457,12 @@ impl UniRes {
     }
 
     /// Segments `expression` at `granularity` in an encoded image.
-    pub fn segment(&self, enc: &EncodedImage, expression: &str, granularity: Granularity) -> Result<Segmentation> {
+    pub fn segment(
+        &self,
+        enc: &EncodedImage,
+        expression: &str,
+        granularity: Granularity,
+    ) -> Result<Segmentation> {
         let n_obj = enc.proposals.objects.len();
         let n_part = enc.proposals.parts.len();
         let prompt = self.prompt.build(expression, n_obj, n_part)?;
@@ -459,8 +481,13 @@ impl UniRes {
         let hidden = self.llm.forward(&embeds, &mut cache)?; // (1, S, H)
         let last = hidden.i((.., seq - 1, ..))?;
         let (gran_ids, seg_id) = self.answer_ids();
-        let gl = self.llm.logits_for(&last, &gran_ids)?.to_dtype(DType::F32)?; // (1, 3)
-        let probs = candle_nn::ops::softmax_last_dim(&gl)?.squeeze(0)?.to_vec1::<f32>()?;
+        let gl = self
+            .llm
+            .logits_for(&last, &gran_ids)?
+            .to_dtype(DType::F32)?; // (1, 3)
+        let probs = candle_nn::ops::softmax_last_dim(&gl)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
         let chosen = granularity.index().unwrap_or_else(|| Self::argmax(&probs));
         let answer = Tensor::new(&[gran_ids[chosen], seg_id], &self.device)?.unsqueeze(0)?;
         let answer = self.llm.embed(&answer)?;
@@ -512,7 +539,9 @@ impl UniRes {
             orig: (hh, ww),
         };
         let mut masks = upsample_masks(&logits, &resize)?;
-        let data = masks.pop().ok_or_else(|| Error::shape("segment", "no mask produced"))?;
+        let data = masks
+            .pop()
+            .ok_or_else(|| Error::shape("segment", "no mask produced"))?;
         let mask = Mask::from_vec(hh, ww, data)?;
         let select: Vec<f32> = if r > 0 {
             candle_nn::ops::sigmoid(&out.select_logits.to_dtype(DType::F32)?)?
@@ -533,8 +562,21 @@ impl UniRes {
 
     /// Splits a union mask into instances: selected object proposals for multi-object
     /// queries (connected components when none is selected), the whole mask otherwise.
-    fn instances(&self, mask: &Mask, g: Granularity, score: f32, p: &Proposals, select: &[f32]) -> Vec<Instance> {
-        let whole = |m: &Mask, s: f32| m.bbox().map(|b| Instance { mask: m.clone(), bbox: b, score: s });
+    fn instances(
+        &self,
+        mask: &Mask,
+        g: Granularity,
+        score: f32,
+        p: &Proposals,
+        select: &[f32],
+    ) -> Vec<Instance> {
+        let whole = |m: &Mask, s: f32| {
+            m.bbox().map(|b| Instance {
+                mask: m.clone(),
+                bbox: b,
+                score: s,
+            })
+        };
         if mask.is_empty() {
             return Vec::new();
         }
@@ -548,7 +590,10 @@ impl UniRes {
                 continue;
             }
             let mut m = Mask::zeros(mask.height(), mask.width());
-            let (x1, y1) = (b.x1.floor().max(0.0) as usize, b.y1.floor().max(0.0) as usize);
+            let (x1, y1) = (
+                b.x1.floor().max(0.0) as usize,
+                b.y1.floor().max(0.0) as usize,
+            );
             let x2 = (b.x2.ceil() as usize).min(mask.width());
             let y2 = (b.y2.ceil() as usize).min(mask.height());
             for y in y1..y2 {
@@ -575,7 +620,10 @@ impl UniRes {
     pub fn argmax(v: &[f32]) -> usize {
         v.iter()
             .enumerate()
-            .fold((0usize, f32::MIN), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc })
+            .fold(
+                (0usize, f32::MIN),
+                |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+            )
             .0
     }
 }

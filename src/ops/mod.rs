@@ -3,3 +3,5 @@
 
 pub mod attention;
 pub mod dwconv;
+pub mod roi_align;
+pub mod upsample;

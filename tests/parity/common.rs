@@ -98,11 +98,6 @@ impl Case {
         };
         Ok(vb)
     }
-
-    /// Whether this kind has weights (and so gets a bf16 run).
-    pub fn has_weights(&self) -> bool {
-        self.dir.join("weights.safetensors").exists()
-    }
 }
 
 /// The result of comparing one run of one case.
@@ -166,7 +161,10 @@ fn run_in(case: &Case, run: super::Runner, dtype: DType, rtol: f64, atol: f64) -
             let want = case.get(name)?;
             let (a, r, o) = compare(t, want, rtol, atol).map_err(|e| format!("{name}: {e}"))?;
             if std::env::var("PARITY_VERBOSE").is_ok() {
-                println!("    {name}: max_abs={a:.2e} max_rel={r:.2e} {}", if o { "ok" } else { "FAIL" });
+                println!(
+                    "    {name}: max_abs={a:.2e} max_rel={r:.2e} {}",
+                    if o { "ok" } else { "FAIL" }
+                );
             }
             ma = ma.max(a);
             mr = mr.max(r);

@@ -29,7 +29,9 @@ pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
 }
 
 pub fn run_prompt(case: &Case) -> Res<Vec<(String, Tensor)>> {
-    let d = case.i64("hidden_size").ok_or("fixture has no hidden_size")? as usize;
+    let d = case
+        .i64("hidden_size")
+        .ok_or("fixture has no hidden_size")? as usize;
     let size = case.f64("image_size").ok_or("fixture has no image_size")?;
     let grid = case.i64("grid").ok_or("fixture has no grid")? as usize;
     let enc = PromptEncoder::new(d, case.weights()?)?;

@@ -1,0 +1,132 @@
+//! The whole graph end to end on the `tiny` preset with seeded random weights: shapes,
+//! determinism, the granularity decision, the KV-cache answer path, and typed input errors.
+
+use candle_core::DType;
+use unires::config::UniResConfig;
+use unires::model::prompt::{word_level_tokenizer_json, PromptBuilder};
+use unires::model::unires::UniRes;
+use unires::{BoxXyxy, Error, Granularity, Proposals};
+
+fn model(seed: u64) -> UniRes {
+    let cfg = UniResConfig::tiny();
+    let words = [
+        "user",
+        "assistant",
+        ":",
+        ".",
+        "please",
+        "segment",
+        "the",
+        "red",
+        "mug",
+        "handle",
+        "of",
+        "all",
+        "mugs",
+    ];
+    let json = word_level_tokenizer_json(&words, &cfg.tokens);
+    let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
+    let prompt = PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap();
+    unires::train::fresh_model(&cfg, prompt, seed, DType::F32)
+        .unwrap()
+        .0
+}
+
+fn image() -> image::RgbImage {
+    image::RgbImage::from_fn(75, 52, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+    })
+}
+
+fn proposals() -> Proposals {
+    Proposals::new(
+        vec![
+            BoxXyxy::new(3.0, 4.0, 30.0, 40.0),
+            BoxXyxy::new(35.0, 10.0, 70.0, 50.0),
+        ],
+        vec![BoxXyxy::new(5.0, 5.0, 15.0, 20.0)],
+    )
+}
+
+#[test]
+fn segment_runs_end_to_end_and_is_deterministic() {
+    let m = model(7);
+    let img = image();
+    let enc = m.encode(&img, &proposals()).unwrap();
+    assert_eq!(enc.region_tokens.dims(), &[3, m.config().llm.hidden_size]);
+    for g in [
+        Granularity::Part,
+        Granularity::Object,
+        Granularity::MultiObject,
+        Granularity::Auto,
+    ] {
+        let a = m.segment(&enc, "the red mug", g).unwrap();
+        let b = m.segment(&enc, "the red mug", g).unwrap();
+        assert_eq!(
+            (a.mask.height(), a.mask.width()),
+            (52, 75),
+            "mask has the image size"
+        );
+        assert_eq!(a.mask, b.mask, "deterministic");
+        assert_eq!(a.score, b.score);
+        let sum: f32 = a.granularity_probs.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+        match g.index() {
+            Some(i) => assert_eq!(a.granularity.index(), Some(i), "forced granularity is used"),
+            None => {
+                let best = UniRes::argmax(&a.granularity_probs);
+                assert_eq!(a.granularity.index(), Some(best), "auto takes the argmax");
+            }
+        }
+    }
+    // Two encodes of the same image give the same features.
+    let enc2 = m.encode(&img, &proposals()).unwrap();
+    let d = (enc.dense - enc2.dense)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+}
+
+#[test]
+fn no_proposals_and_thresholds() {
+    let m = model(3);
+    let img = image();
+    let enc = m.encode(&img, &Proposals::default()).unwrap();
+    let s = m
+        .segment(&enc, "all mugs", Granularity::MultiObject)
+        .unwrap();
+    assert_eq!((s.mask.height(), s.mask.width()), (52, 75));
+    if s.score < m.config().no_target_threshold {
+        assert!(
+            s.is_empty() && s.instances.is_empty(),
+            "below the threshold the result is empty"
+        );
+    }
+}
+
+#[test]
+fn bad_queries_are_typed_errors() {
+    let m = model(1);
+    let img = image();
+    let enc = m.encode(&img, &proposals()).unwrap();
+    assert!(matches!(
+        m.segment(&enc, " \t ", Granularity::Auto),
+        Err(Error::EmptyExpression)
+    ));
+    assert!(matches!(
+        m.segment(&enc, &"mug ".repeat(400), Granularity::Auto),
+        Err(Error::ExpressionTooLong { .. })
+    ));
+    let bad = Proposals::new(vec![BoxXyxy::new(10.0, 10.0, 5.0, 20.0)], vec![]);
+    assert!(matches!(m.encode(&img, &bad), Err(Error::BadBox { .. })));
+    let tiny = image::RgbImage::new(1, 1);
+    assert!(matches!(
+        m.encode(&tiny, &Proposals::default()),
+        Err(Error::ImageTooSmall { .. })
+    ));
+}
