@@ -513,8 +513,8 @@ impl UniResConfig {
                 convnext: ConvNextConfig {
                     num_channels: 3,
                     patch_size: 4,
-                    hidden_sizes: vec![32, 48, 96, 160],
-                    depths: vec![1, 1, 2, 1],
+                    hidden_sizes: vec![32, 48, 96],
+                    depths: vec![1, 1, 2],
                     hidden_act: Activation::Gelu,
                     layer_norm_eps: 1e-6,
                     layer_scale_init_value: 1e-6,

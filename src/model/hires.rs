@@ -65,13 +65,24 @@ struct PatchConv {
 
 impl PatchConv {
     fn new(in_c: usize, out_c: usize, k: usize, vb: VarBuilder) -> Result<Self> {
+        // PyTorch's default Conv2d bias init, U(±1/√fan_in). A zero bias would make the
+        // following LayerNorm see an all-zero vector on the zero padding of the input, where
+        // its gradient is amplified by 1/√eps when training from scratch.
+        let bound = 1.0 / ((in_c * k * k) as f64).sqrt();
         Ok(Self {
             weight: vb.get_with_hints(
                 (out_c, in_c, k, k),
                 "weight",
                 candle_nn::init::DEFAULT_KAIMING_NORMAL,
             )?,
-            bias: vb.get(out_c, "bias")?,
+            bias: vb.get_with_hints(
+                out_c,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?,
         })
     }
 
