@@ -179,7 +179,7 @@ fn polygons_rasterise_like_ann_to_mask() {
     assert!(cases.len() > 30);
     for c in &cases {
         for (p, want) in c.polygons.iter().zip(&c.parts) {
-            let got = Rle::from_polygon(p, c.h, c.w);
+            let got = Rle::from_polygon(p, c.h, c.w).unwrap();
             assert_eq!(&got.to_compressed(), want, "{}: part {p:?}", c.name);
         }
         let merged = Rle::from_polygons(&c.polygons, c.h, c.w).unwrap();
@@ -196,6 +196,24 @@ fn polygon_lists_pycocotools_rejects_are_rejected() {
     ));
     let empty = Rle::from_polygons(&[], 4, 5).unwrap();
     assert_eq!(empty.decode().unwrap(), Mask::zeros(4, 5));
+    // Vertices absurdly far away, infinite or NaN: an error or a mask, never a panic.
+    let far = vec![0.0, 0.0, 3e9, 0.0, -3e9, 4e9];
+    assert!(matches!(
+        Rle::from_polygon(&far, 10, 10),
+        Err(Error::BadRle { .. })
+    ));
+    for odd in [
+        vec![f64::NAN, 1.0, 5.0, 5.0, 2.0, 8.0],
+        vec![f64::INFINITY, 1.0, 5.0, 5.0, 2.0, 8.0],
+        vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        vec![3.0],
+        vec![],
+    ] {
+        if let Ok(r) = Rle::from_polygon(&odd, 10, 10) {
+            r.decode().unwrap();
+        }
+    }
+    assert_eq!(empty.decode().unwrap(), Mask::zeros(4, 5));
 }
 
 #[derive(Deserialize)]
@@ -210,7 +228,7 @@ struct BboxCase {
 fn boxes_rasterise_like_fr_bbox() {
     let cases: Vec<BboxCase> = fixture("bbox.json");
     for c in &cases {
-        let got = Rle::from_bbox(c.bbox, c.h, c.w);
+        let got = Rle::from_bbox(c.bbox, c.h, c.w).unwrap();
         assert_eq!(got.to_compressed(), c.counts, "{:?}", c.bbox);
     }
 }

@@ -28,6 +28,9 @@ const GROUP_MASK: i64 = 0x1f;
 const MORE_BIT: i64 = 0x20;
 /// Sign bit of the last group of a value.
 const SIGN_BIT: i64 = 0x10;
+/// Most upsampled boundary points a polygon may span (what pycocotools would allocate);
+/// polygons inside an image of a few thousand pixels need a few hundred thousand.
+const MAX_POLY_POINTS: u64 = 1 << 25;
 /// Characters needed for any difference of two `u32` counts (33 significant bits with sign).
 const MAX_GROUPS: u32 = 7;
 
@@ -96,9 +99,18 @@ impl Rle {
         let mut pos = 0usize;
         for (i, &c) in self.counts.iter().enumerate() {
             let c = c as usize;
-            if i % 2 == 1 {
-                for t in pos..pos + c {
-                    data[(t % h) * w + t / h] = 1;
+            if i % 2 == 1 && c > 0 {
+                // Walk the run column by column instead of dividing per pixel.
+                let (mut x, mut y) = (pos / h, pos % h);
+                let mut left = c;
+                while left > 0 {
+                    let take = left.min(h - y);
+                    for yy in y..y + take {
+                        data[yy * w + x] = 1;
+                    }
+                    left -= take;
+                    x += 1;
+                    y = 0;
                 }
             }
             pos += c;
@@ -297,13 +309,15 @@ impl Rle {
     }
 
     /// Rasterises one polygon `[x0, y0, x1, y1, ...]` (`rleFrPoly`); a trailing odd
-    /// coordinate is ignored, as pycocotools does.
-    pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Rle {
-        Rle {
+    /// coordinate is ignored, as pycocotools does. Fails only for images too large for COCO
+    /// RLE and for vertices so far outside the image that rasterising would need more than
+    /// 2^25 boundary points.
+    pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Result<Rle> {
+        Ok(Rle {
             height,
             width,
-            counts: poly_counts(xy, height, width),
-        }
+            counts: poly_counts(xy, height, width)?,
+        })
     }
 
     /// The mask of a COCO polygon segmentation (a list of polygons), as
@@ -327,12 +341,13 @@ impl Rle {
         let parts: Vec<Rle> = polys
             .iter()
             .map(|p| Rle::from_polygon(p, height, width))
-            .collect();
+            .collect::<Result<_>>()?;
         Rle::merge(&parts, false)
     }
 
-    /// The mask of a box `[x, y, w, h]` (`rleFrBbox`, i.e. its corner polygon rasterised).
-    pub fn from_bbox(bbox: [f64; 4], height: usize, width: usize) -> Rle {
+    /// The mask of a box `[x, y, w, h]` (`rleFrBbox`, i.e. its corner polygon rasterised;
+    /// errors as [`Rle::from_polygon`]).
+    pub fn from_bbox(bbox: [f64; 4], height: usize, width: usize) -> Result<Rle> {
         let [xs, ys, w, h] = bbox;
         let (xe, ye) = (xs + w, ys + h);
         Rle::from_polygon(&[xs, ys, xs, ye, xe, ye, xe, ys], height, width)
@@ -434,26 +449,46 @@ fn merge_pair(a: &[u32], b: &[u32], intersect: bool) -> Vec<u32> {
     }
 }
 
-/// `rleFrPoly` without the allocation dance: counts of the rasterised polygon.
-fn poly_counts(xy: &[f64], h: usize, w: usize) -> Vec<u32> {
+/// `rleFrPoly`: counts of the rasterised polygon.
+///
+/// Integer work is done in `i64` (pycocotools uses `int`, which is the same for every polygon
+/// it can handle); vertices go through a saturating `f64 → i32` conversion like C's cast.
+fn poly_counts(xy: &[f64], h: usize, w: usize) -> Result<Vec<u32>> {
     let k = xy.len() / 2;
-    if h == 0 || w == 0 {
-        return vec![0];
+    let area = h as u64 * w as u64;
+    if area > u32::MAX as u64 {
+        return Err(bad(format!(
+            "a {h}x{w} image has more pixels than COCO RLE counts can hold"
+        )));
+    }
+    if area == 0 {
+        return Ok(vec![0]);
     }
     // Upsampled integer vertices, closed.
-    let mut x: Vec<i32> = (0..k)
-        .map(|j| (POLY_SCALE * xy[2 * j] + 0.5) as i32)
-        .collect();
-    let mut y: Vec<i32> = (0..k)
-        .map(|j| (POLY_SCALE * xy[2 * j + 1] + 0.5) as i32)
-        .collect();
+    let upsample = |v: f64| (POLY_SCALE * v + 0.5) as i32 as i64;
+    let mut x: Vec<i64> = (0..k).map(|j| upsample(xy[2 * j])).collect();
+    let mut y: Vec<i64> = (0..k).map(|j| upsample(xy[2 * j + 1])).collect();
     if k > 0 {
         x.push(x[0]);
         y.push(y[0]);
     }
     // Dense boundary points along every edge, walking the major axis.
-    let mut u: Vec<i32> = Vec::new();
-    let mut v: Vec<i32> = Vec::new();
+    let points: u64 = (0..k)
+        .map(|j| {
+            (x[j] - x[j + 1])
+                .unsigned_abs()
+                .max((y[j] - y[j + 1]).unsigned_abs())
+                + 1
+        })
+        .sum();
+    if points > MAX_POLY_POINTS {
+        return Err(bad(format!(
+            "polygon edges span {points} upsampled points (limit {MAX_POLY_POINTS}); \
+             its vertices lie far outside the {h}x{w} image"
+        )));
+    }
+    let mut u: Vec<i64> = Vec::with_capacity(points as usize);
+    let mut v: Vec<i64> = Vec::with_capacity(points as usize);
     for j in 0..k {
         let (mut xs, mut xe, mut ys, mut ye) = (x[j], x[j + 1], y[j], y[j + 1]);
         let dx = (xe - xs).abs();
@@ -463,6 +498,7 @@ fn poly_counts(xy: &[f64], h: usize, w: usize) -> Vec<u32> {
             std::mem::swap(&mut xs, &mut xe);
             std::mem::swap(&mut ys, &mut ye);
         }
+        // 0/0 for a repeated vertex; that point's other coordinate is never used.
         let s = if dx >= dy {
             (ye - ys) as f64 / dx as f64
         } else {
@@ -472,13 +508,13 @@ fn poly_counts(xy: &[f64], h: usize, w: usize) -> Vec<u32> {
             for d in 0..=dx {
                 let t = if flip { dx - d } else { d };
                 u.push(t + xs);
-                v.push((ys as f64 + s * t as f64 + 0.5) as i32);
+                v.push((ys as f64 + s * t as f64 + 0.5) as i32 as i64);
             }
         } else {
             for d in 0..=dy {
                 let t = if flip { dy - d } else { d };
                 v.push(t + ys);
-                u.push((xs as f64 + s * t as f64 + 0.5) as i32);
+                u.push((xs as f64 + s * t as f64 + 0.5) as i32 as i64);
             }
         }
     }
@@ -501,10 +537,10 @@ fn poly_counts(xy: &[f64], h: usize, w: usize) -> Vec<u32> {
         } else if yd > hf {
             yd = hf;
         }
-        let yd = yd.ceil();
-        starts.push((xd as i32 * h as i32 + yd as i32) as u32);
+        // 0 <= xd < w and 0 <= yd <= h, so the position fits the u32 pixel count.
+        starts.push((xd as u64 * h as u64 + yd.ceil() as u64) as u32);
     }
-    starts.push((h * w) as u32);
+    starts.push(area as u32);
     starts.sort_unstable();
     // Differences between sorted crossing positions are the runs; an empty run merges its
     // neighbours.
@@ -531,7 +567,7 @@ fn poly_counts(xy: &[f64], h: usize, w: usize) -> Vec<u32> {
             }
         }
     }
-    counts
+    Ok(counts)
 }
 
 /// COCO's JSON form `{"size": [h, w], "counts": "..."}` of a compressed RLE.
