@@ -206,6 +206,10 @@ pub enum Error {
         known: String,
     },
 
+    /// A dataset name that is not one of the supported benchmarks.
+    #[error("unknown dataset {name:?} (known: {known})")]
+    UnknownDataset { name: String, known: String },
+
     // ---------------------------------------------------------------- wrapped
     /// An error from candle.
     #[error(transparent)]
