@@ -6,6 +6,8 @@
 //! Run: `cargo test --release --test parity`. Prints one line per case and run.
 
 mod common;
+mod interpolate;
+mod roi_align;
 
 use common::{Case, Outcome};
 
@@ -13,6 +15,8 @@ type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
+        "interpolate" => Some(interpolate::run),
+        "roi_align" => Some(roi_align::run),
         _ => None,
     }
 }
