@@ -130,6 +130,48 @@ fn attention_rows(t: &Table) -> Res<()> {
     Ok(())
 }
 
+/// Small and lopsided shapes that decide where `attention` dispatches to the fused kernel:
+/// `(name, heads, kv heads, Sq, Sk, D, causal)`.
+fn dispatch_rows(t: &Table) -> Res<()> {
+    let shapes = [
+        ("tiny", 4, 4, 16, 16, 32, false),
+        ("small", 8, 8, 64, 64, 64, false),
+        ("small", 8, 8, 128, 128, 64, false),
+        ("CLIP ViT-L/14-336", 16, 16, 577, 577, 64, false),
+        ("SAM token->image", 8, 8, 7, 4096, 16, false),
+        ("SAM image->token", 8, 8, 4096, 7, 16, false),
+        ("LLM decode", 32, 8, 1, 1024, 128, true),
+        ("LLM append 16", 32, 8, 16, 1024, 128, true),
+    ];
+    for (name, h, hkv, sq, sk, d, causal) in shapes {
+        let key = format!("attention-dispatch {name} h{h}/{hkv} sq{sq} sk{sk} d{d}");
+        if !t.wants(&key) {
+            continue;
+        }
+        let (q, k, v) = (
+            randn(&[1, h, sq, d], 1)?,
+            randn(&[1, hkv, sk, d], 2)?,
+            randn(&[1, hkv, sk, d], 3)?,
+        );
+        let mask = if causal {
+            AttnMask::Causal
+        } else {
+            AttnMask::None
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let fused = timed(|| {
+            attention_fused(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        let plain = timed(|| {
+            attention_plain(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        t.row(&key, fused, &[("plain", plain)], &[]);
+    }
+    Ok(())
+}
+
 fn upsample_rows(t: &Table) -> Res<()> {
     for n in [1, 8] {
         for (orig, valid) in [((480, 640), (768, 1024)), ((1080, 1920), (576, 1024))] {
@@ -315,6 +357,7 @@ fn main() -> Res<()> {
     println!("| case | unires ms | others ms (their time / ours) |");
     println!("|---|---|---|");
     attention_rows(&t)?;
+    dispatch_rows(&t)?;
     upsample_rows(&t)?;
     roi_rows(&t)?;
     dwconv_rows(&t)?;

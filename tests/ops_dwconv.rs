@@ -66,6 +66,7 @@ fn forward_matches_grouped_conv2d() {
             .unwrap();
         let got = depthwise_conv2d(&x, &wt, Some(&bias), pad).unwrap();
         let err = max_abs_diff(&got, &want);
+        eprintln!("{:?}: max |ours - conv2d| = {err:.2e}", SHAPES[i]);
         assert!(err < 1e-5, "{:?}: max error {err:e}", SHAPES[i]);
         let nobias = depthwise_conv2d(&x, &wt, None, pad).unwrap();
         let want = x.conv2d(&wt, pad, 1, 1, c).unwrap();
@@ -95,6 +96,7 @@ fn half_inputs_match_f32_within_rounding() {
         )
         .unwrap();
         let err = max_abs_diff(&got, &want);
+        eprintln!("{dtype:?}: max |half - f32| = {err:.2e}");
         assert!(err < tol, "{dtype:?}: {err:e}");
     }
 }
@@ -120,6 +122,10 @@ fn backward_matches_composition_and_finite_differences() {
             let got = grads.get(v).unwrap();
             let want = grads_ref.get(v).unwrap();
             let err = max_abs_diff(got, want);
+            eprintln!(
+                "{:?} grad {name}: max |ours - composition| = {err:.2e}",
+                SHAPES[i]
+            );
             assert!(err < 1e-4, "{:?} grad {name}: {err:e}", SHAPES[i]);
         }
         // Central differences along random directions (the loss is linear in each input).

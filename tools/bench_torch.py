@@ -68,11 +68,12 @@ def roi_rows(out):
     boxes = torch.cat([torch.zeros(48, 1), xy, xy + wh], 1)
     fwd = lambda: roi_align(feats, boxes, (7, 7), 1 / 16, 2, True)  # noqa: E731
     out["roi_align c1536 48x48 k48 7x7 fwd"] = timed(fwd)
+    # Backward of sum(output * grad_output), as the Rust side times `loss.backward()`.
     x = feats.clone().requires_grad_(True)
     y = roi_align(x, boxes, (7, 7), 1 / 16, 2, True)
-    go = torch.randn(y.shape, generator=g)
+    loss = (y * torch.randn(y.shape, generator=g)).sum()
     out["roi_align c1536 48x48 k48 7x7 bwd"] = timed(
-        lambda: torch.autograd.grad(y, x, go, retain_graph=True))
+        lambda: torch.autograd.grad(loss, x, retain_graph=True))
 
 
 def dwconv_rows(out):
@@ -86,9 +87,9 @@ def dwconv_rows(out):
         wr = w.clone().requires_grad_(True)
         br = b.clone().requires_grad_(True)
         y = F.conv2d(xr, wr, br, padding=3, groups=c)
-        go = torch.randn(y.shape, generator=g)
+        loss = (y * torch.randn(y.shape, generator=g)).sum()
         out[f"dwconv c{c} {s}x{s} k7 bwd"] = timed(
-            lambda: torch.autograd.grad(y, (xr, wr, br), go, retain_graph=True))
+            lambda: torch.autograd.grad(loss, (xr, wr, br), retain_graph=True))
 
 
 def main():

@@ -121,17 +121,18 @@ pub fn attention_plain(
 )]
 pub(crate) const GPU_MAX_HEAD_DIM: usize = 256;
 
-/// Smallest `Sq · Sk` (per head) for which the fused CPU kernel beats the plain composition
-/// (BENCHMARKS.md: at `Sq = Sk = 577` the fused kernel is already faster; below a few
-/// thousand scores per head the plain path's larger GEMMs are as good).
-const CPU_FUSED_MIN_SCORES: usize = 64 * 64;
+/// Fewest keys for which the fused CPU kernel beats the plain composition. With fewer keys
+/// than one register tile (16) the kernel mostly pads (BENCHMARKS.md, "attention dispatch":
+/// SAM's image→token attention, 7 keys, runs faster plain; every shape with ≥ 16 keys,
+/// from 16×16 up, runs faster fused).
+const CPU_FUSED_MIN_KEYS: usize = 16;
 
 /// Scaled dot-product attention. `q: (B, H, Sq, D)`, `k: (B, Hkv, Sk, D)`,
 /// `v: (B, Hkv, Sk, Dv)` → `(B, H, Sq, Dv)`.
 ///
-/// Uses [`attention_plain`] when any input tracks gradients, for small problems, and on GPUs
-/// without the matching feature (or with an additive mask there); [`attention_fused`]
-/// otherwise.
+/// Uses [`attention_plain`] when any input tracks gradients, with fewer than 16 keys on the
+/// CPU, and on GPUs without the matching feature (or with an additive mask or head dims above
+/// 256 there); [`attention_fused`] otherwise.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask, scale: f64) -> Result<Tensor> {
     let dims = check(q, k, v)?;
     let tracks = q.track_op()
@@ -144,7 +145,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask, scale: f64)
         return attention_plain(q, k, v, mask, scale);
     }
     let fused = if q.device().is_cpu() {
-        dims.sq * dims.sk >= CPU_FUSED_MIN_SCORES
+        dims.sk >= CPU_FUSED_MIN_KEYS
     } else {
         !matches!(mask, AttnMask::Additive(_))
             && dims.d <= GPU_MAX_HEAD_DIM

@@ -7,7 +7,7 @@
 //! of outputs accumulated over the kernel taps (contiguous row loads the compiler vectorises;
 //! AVX2+FMA picked at run time). Other devices use candle's grouped `conv2d`.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{f32_values, simd_dispatch, Elem, FloatSlice, Fma};
@@ -127,8 +127,10 @@ pub fn depthwise_conv2d_shifted(
     Ok(y)
 }
 
-/// Copies one `h × w` plane into a zero-initialised `hp × wp` f32 buffer so that
-/// `buf[r][c] = src[r − pad.0][c − pad.1]` (zero outside the source).
+/// Copies one `h × w` plane into an `hp × wp` f32 buffer so that
+/// `buf[r][c] = src[r − pad.0][c − pad.1]`, zero outside the source. The buffer is zeroed
+/// when it is (re)sized; after that only the cells covered by the source are written, which
+/// are the same for every plane of one call, so the border stays zero.
 fn pad_plane<T: Elem>(
     src: &[T],
     (h, w): (usize, usize),
@@ -136,8 +138,10 @@ fn pad_plane<T: Elem>(
     (hp, wp): (usize, usize),
     buf: &mut Vec<f32>,
 ) {
-    buf.clear();
-    buf.resize(hp * wp, 0.0);
+    if buf.len() != hp * wp {
+        buf.clear();
+        buf.resize(hp * wp, 0.0);
+    }
     // Source columns [c0, c1) land in buffer columns [c0 + pad.1, c1 + pad.1).
     let c0 = (-pad.1).max(0) as usize;
     let c1 = (wp as isize - pad.1).clamp(0, w as isize) as usize;
@@ -254,27 +258,30 @@ fn conv_cpu<T: Elem>(
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(ho * wo).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; ho_r * wo_r], vec![0f32; kh * kw]),
-        |(xp, tile, taps), (plane, dst)| {
-            let ch = plane % c;
-            let wk = &weight[ch * kh * kw..][..kh * kw];
-            if flip {
-                for (t, v) in taps.iter_mut().zip(wk.iter().rev()) {
-                    *t = *v;
+    y.par_chunks_mut(ho * wo)
+        .with_min_len(8)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), vec![0f32; ho_r * wo_r], vec![0f32; kh * kw]),
+            |(xp, tile, taps), (plane, dst)| {
+                let ch = plane % c;
+                let wk = &weight[ch * kh * kw..][..kh * kw];
+                if flip {
+                    for (t, v) in taps.iter_mut().zip(wk.iter().rev()) {
+                        *t = *v;
+                    }
+                } else {
+                    taps.copy_from_slice(wk);
                 }
-            } else {
-                taps.copy_from_slice(wk);
-            }
-            pad_plane(&x[plane * h * w..][..h * w], (h, w), pad, (hp, wp), xp);
-            conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), tile);
-            for (d, s) in dst.chunks_exact_mut(wo).zip(tile.chunks_exact(wo_r)) {
-                for (o, v) in d.iter_mut().zip(s) {
-                    *o = T::from_f32(*v);
+                pad_plane(&x[plane * h * w..][..h * w], (h, w), pad, (hp, wp), xp);
+                conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), tile);
+                for (d, s) in dst.chunks_exact_mut(wo).zip(tile.chunks_exact(wo_r)) {
+                    for (o, v) in d.iter_mut().zip(s) {
+                        *o = T::from_f32(*v);
+                    }
                 }
-            }
-        },
-    );
+            },
+        );
     y
 }
 
@@ -356,19 +363,22 @@ impl CustomOp3 for DwConvOp {
             kernel: (kh, kw),
             flip: self.flip,
         };
-        let gw = x
-            .apply_op2_no_bwd(&grad, &gw_op)?
+        // (C, K·K' + 1): the weight gradient, then the bias gradient.
+        let g = x.apply_op2_no_bwd(&grad, &gw_op)?;
+        let gw = g
+            .narrow(1, 0, kh * kw)?
+            .reshape((c, 1, kh, kw))?
             .to_dtype(weight.dtype())?;
-        let gb = grad
-            .to_dtype(DType::F32)?
-            .sum((0, 2, 3))?
+        let gb = g
+            .narrow(1, kh * kw, 1)?
+            .reshape(c)?
             .to_dtype(bias.dtype())?;
         Ok((Some(gx), Some(gw), Some(gb)))
     }
 }
 
-/// `∂weight`: correlation of the padded input with the output gradient, summed over the
-/// batch. `(x, grad_y)` → `(C, 1, K, K')` f32.
+/// `∂weight` and `∂bias`: the correlation of the padded input with the output gradient and
+/// the sum of the output gradient, over the batch. `(x, grad_y)` → `(C, K·K' + 1)` f32.
 #[derive(Debug, Clone, Copy)]
 struct WeightGradOp {
     pad: (isize, isize),
@@ -445,29 +455,34 @@ impl CustomOp2 for WeightGradOp {
         let gy = f32_values(s2, l2, "depthwise_conv2d backward")?;
         let (hp, wp) = (ho + kh - 1, wo + kw - 1);
         let taps = kh * kw;
-        let mut per_plane = vec![0f32; b * c * taps];
-        per_plane.par_chunks_mut(taps).enumerate().for_each_init(
-            || (Vec::new(), vec![0f32; taps * LANES]),
-            |(xp, lanes), (plane, dst)| {
-                pad_plane(&x[plane * h * w..][..h * w], (h, w), self.pad, (hp, wp), xp);
-                let g = &gy[plane * ho * wo..][..ho * wo];
-                weight_grad_plane(xp, wp, g, (ho, wo), (kh, kw), lanes);
-                for (d, l) in dst.iter_mut().zip(lanes.chunks_exact(LANES)) {
-                    *d = l.iter().sum();
-                }
-            },
-        );
-        let mut gw = vec![0f32; c * taps];
-        for plane in per_plane.chunks_exact(c * taps) {
-            for (g, p) in gw.iter_mut().zip(plane) {
+        // Per plane: the K·K' weight taps, then the bias.
+        let row = taps + 1;
+        let mut per_plane = vec![0f32; b * c * row];
+        per_plane
+            .par_chunks_mut(row)
+            .with_min_len(8)
+            .enumerate()
+            .for_each_init(
+                || (Vec::new(), vec![0f32; taps * LANES]),
+                |(xp, lanes), (plane, dst)| {
+                    pad_plane(&x[plane * h * w..][..h * w], (h, w), self.pad, (hp, wp), xp);
+                    let g = &gy[plane * ho * wo..][..ho * wo];
+                    weight_grad_plane(xp, wp, g, (ho, wo), (kh, kw), lanes);
+                    for (d, l) in dst.iter_mut().zip(lanes.chunks_exact(LANES)) {
+                        *d = l.iter().sum();
+                    }
+                    dst[taps] = g.iter().sum();
+                    if self.flip {
+                        dst[..taps].reverse();
+                    }
+                },
+            );
+        let mut sums = vec![0f32; c * row];
+        for plane in per_plane.chunks_exact(c * row) {
+            for (g, p) in sums.iter_mut().zip(plane) {
                 *g += p;
             }
         }
-        if self.flip {
-            for k in gw.chunks_exact_mut(taps) {
-                k.reverse();
-            }
-        }
-        Ok((CpuStorage::F32(gw), Shape::from((c, 1, kh, kw))))
+        Ok((CpuStorage::F32(sums), Shape::from((c, row))))
     }
 }

@@ -74,3 +74,49 @@ pub(crate) fn require_same_device(a: &Tensor, b: &Tensor, op: &'static str) -> R
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// The portable kernels (separate multiply and add, used on CPUs without AVX2+FMA) give
+    /// the same results as the dispatched ones on this CPU.
+    #[test]
+    fn portable_kernels_match_dispatched_ones() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 4, 70, 40), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 90, 40), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, 90, 24), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 21, 37), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (3, 1, 7, 7), &dev).unwrap();
+        let low = Tensor::randn(0f32, 4.0, (2, 16, 16), &dev).unwrap();
+        let r = MaskResize {
+            padded: (64, 64),
+            valid: (48, 64),
+            orig: (75, 99),
+        };
+        let run = || {
+            (
+                attention_fused(&q, &k, &v, AttnMask::Causal, 0.2).unwrap(),
+                depthwise_conv2d(&x, &w, None, 3).unwrap(),
+                upsample_mask_probs(&low, &r).unwrap(),
+            )
+        };
+        let fast = run();
+        cpu::FORCE_PORTABLE.store(true, Ordering::Relaxed);
+        let portable = run();
+        cpu::FORCE_PORTABLE.store(false, Ordering::Relaxed);
+        assert!(max_diff(&fast.0, &portable.0) < 1e-5);
+        assert!(max_diff(&fast.1, &portable.1) < 1e-5);
+        assert!(max_diff(&fast.2, &portable.2) < 1e-6);
+    }
+}

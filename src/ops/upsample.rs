@@ -334,7 +334,15 @@ pub(crate) fn out_shape(
     Ok((n, h, w, Shape::from(out)))
 }
 
+/// Shape and dtype checks, then the contiguous detached logits for the fused kernel.
 fn prepare(logits: &Tensor, r: &MaskResize) -> Result<Tensor> {
+    let x = validate(logits, r)?;
+    super::require_kernel(&x, "upsample_masks on a GPU tensor")?;
+    Ok(x)
+}
+
+/// Shape and dtype checks; the contiguous detached logits.
+fn validate(logits: &Tensor, r: &MaskResize) -> Result<Tensor> {
     const OP: &str = "upsample_masks";
     r.check()?;
     let dims = logits.dims();
@@ -348,7 +356,6 @@ fn prepare(logits: &Tensor, r: &MaskResize) -> Result<Tensor> {
         ));
     }
     super::require_float(logits, OP, "logits")?;
-    super::require_kernel(logits, "upsample_masks on a GPU tensor")?;
     Ok(logits.detach().contiguous()?)
 }
 
@@ -410,7 +417,7 @@ pub fn upsample_masks_and_probs(logits: &Tensor, r: &MaskResize) -> Result<(Vec<
 /// `upsample_bilinear2d`, sigmoid, `> 0`): the reference for tests and benchmarks.
 /// Returns `(u8 masks, f32 probabilities)`, both `(…, orig.0, orig.1)`.
 pub fn upsample_masks_plain(logits: &Tensor, r: &MaskResize) -> Result<(Tensor, Tensor)> {
-    let x = prepare(logits, r)?;
+    let x = validate(logits, r)?;
     let (n, h, w, shape) = out_shape(x.dims(), r)?;
     let x = x.to_dtype(DType::F32)?.reshape((n, 1, h, w))?;
     let x = x
