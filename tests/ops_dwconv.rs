@@ -2,7 +2,7 @@
 //! against the elementary-op composition's gradients and against finite differences.
 
 use candle_core::{DType, Device, Tensor, Var};
-use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_shifted};
+use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_backward, depthwise_conv2d_shifted};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -127,6 +127,12 @@ fn backward_matches_composition_and_finite_differences() {
                 SHAPES[i]
             );
             assert!(err < 1e-4, "{:?} grad {name}: {err:e}", SHAPES[i]);
+        }
+        // The explicit backward function gives the same gradients.
+        let (gx, gw, gb) = depthwise_conv2d_backward(&x, &wt, &g_out, pad).unwrap();
+        for (name, got, v) in [("x", &gx, &x), ("weight", &gw, &wt), ("bias", &gb, &bias)] {
+            let err = max_abs_diff(got, grads.get(v).unwrap());
+            assert!(err < 1e-6, "{:?} explicit grad {name}: {err:e}", SHAPES[i]);
         }
         // Central differences along random directions (the loss is linear in each input).
         let dot = |a: &Tensor, b: &Tensor| {

@@ -2,12 +2,11 @@
 
 Prints one JSON object {row key: milliseconds} on stdout; the Rust bench reads it when run
 with UNIRES_BENCH_PYTHON=<python with torch + torchvision>, or use --table to print it alone.
-Timing: one warm-up call, then repeated calls until 1 s (3 to 20 calls); the median.
+Timing: one warm-up call, then repeated calls until 2 s (3 to 30 calls); the fastest.
 Threads: as many as the Rust side uses (RAYON_NUM_THREADS, else all cores).
 """
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -20,11 +19,11 @@ def timed(fn):
     fn()
     times = []
     start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < 1.0 and len(times) < 20):
+    while len(times) < 3 or (time.perf_counter() - start < 2.0 and len(times) < 30):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def attention_rows(out):
@@ -68,12 +67,12 @@ def roi_rows(out):
     boxes = torch.cat([torch.zeros(48, 1), xy, xy + wh], 1)
     fwd = lambda: roi_align(feats, boxes, (7, 7), 1 / 16, 2, True)  # noqa: E731
     out["roi_align c1536 48x48 k48 7x7 fwd"] = timed(fwd)
-    # Backward of sum(output * grad_output), as the Rust side times `loss.backward()`.
+    # The input gradient for a given output gradient (autograd runs the backward kernel).
     x = feats.clone().requires_grad_(True)
     y = roi_align(x, boxes, (7, 7), 1 / 16, 2, True)
-    loss = (y * torch.randn(y.shape, generator=g)).sum()
+    go = torch.randn(y.shape, generator=g)
     out["roi_align c1536 48x48 k48 7x7 bwd"] = timed(
-        lambda: torch.autograd.grad(loss, x, retain_graph=True))
+        lambda: torch.autograd.grad(y, x, go, retain_graph=True))
 
 
 def dwconv_rows(out):
@@ -87,8 +86,13 @@ def dwconv_rows(out):
         wr = w.clone().requires_grad_(True)
         br = b.clone().requires_grad_(True)
         y = F.conv2d(xr, wr, br, padding=3, groups=c)
-        loss = (y * torch.randn(y.shape, generator=g)).sum()
+        go = torch.randn(y.shape, generator=g)
+        # The three gradients for a given output gradient (the backward kernels) ...
         out[f"dwconv c{c} {s}x{s} k7 bwd"] = timed(
+            lambda: torch.autograd.grad(y, (xr, wr, br), go, retain_graph=True))
+        # ... and through a scalar loss, as candle's `loss.backward()`.
+        loss = (y * go).sum()
+        out[f"dwconv c{c} {s}x{s} k7 loss.backward"] = timed(
             lambda: torch.autograd.grad(loss, (xr, wr, br), retain_graph=True))
 
 

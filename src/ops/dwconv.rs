@@ -48,6 +48,50 @@ pub fn depthwise_conv2d(
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)
 }
 
+/// The gradients `(∂x, ∂weight, ∂bias)` of `depthwise_conv2d(x, weight, bias, pad)` for the
+/// output gradient `grad_y` — what the backward pass computes, for callers that drive their
+/// own training loop. ∂bias has the weight's dtype.
+pub fn depthwise_conv2d_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad_y: &Tensor,
+    pad: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (c, _kh, _kw, ho, wo) = check(x, weight, None, pad)?;
+    let b = x.dim(0)?;
+    if grad_y.dims() != [b, c, ho, wo] {
+        return Err(Error::shape(
+            "depthwise_conv2d_backward",
+            format!("grad_y {:?}: need {:?}", grad_y.dims(), [b, c, ho, wo]),
+        ));
+    }
+    super::require_same_device(x, grad_y, "depthwise_conv2d_backward")?;
+    if x.device().is_cpu() {
+        let pad = (pad as isize, pad as isize);
+        let (x, w, g) = (
+            x.detach(),
+            weight.detach(),
+            grad_y.detach().to_dtype(x.dtype())?,
+        );
+        return Ok(gradients(&x, &w, &g, pad, false)?);
+    }
+    // Other devices: differentiate the elementary-op composition.
+    let (xv, wv) = (
+        candle_core::Var::from_tensor(&x.detach())?,
+        candle_core::Var::from_tensor(&weight.detach())?,
+    );
+    let bv = candle_core::Var::from_tensor(&Tensor::zeros(c, weight.dtype(), weight.device())?)?;
+    let y = depthwise_conv2d_shifted(&xv, &wv, Some(&bv), pad)?;
+    let grads = (y * grad_y.detach())?.sum_all()?.backward()?;
+    let get = |v: &candle_core::Var| -> Result<Tensor> {
+        match grads.get(v) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(v.zeros_like()?),
+        }
+    };
+    Ok((get(&xv)?, get(&wv)?, get(&bv)?))
+}
+
 /// Shapes check; returns `(C, K, K', H_out, W_out)`.
 fn check(
     x: &Tensor,
@@ -173,17 +217,18 @@ fn tiles<F: Fma, const R: usize, const CW: usize>(
     (ho_r, wo_r): (usize, usize),
     out: &mut [f32],
 ) {
+    let span = CW + kw - 1;
     for oy in (0..ho_r).step_by(R) {
         for ox in (0..wo_r).step_by(CW) {
             let mut acc = [[bias; CW]; R];
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let wv = taps[ky * kw + kx];
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let Some(src) = xp[(oy + r + ky) * wp + ox + kx..].first_chunk::<CW>()
-                        else {
-                            return;
-                        };
+            for (ky, wrow) in taps.chunks_exact(kw).take(kh).enumerate() {
+                // The R input rows this kernel row reads, each `CW + K' - 1` long, so that
+                // the windows below need no further bounds checks.
+                let rows: [&[f32]; R] =
+                    std::array::from_fn(|r| &xp[(oy + r + ky) * wp + ox..][..span]);
+                for (kx, &wv) in wrow.iter().enumerate() {
+                    for (a, row) in acc.iter_mut().zip(&rows) {
+                        let src = &row[kx..kx + CW];
                         for j in 0..CW {
                             a[j] = F::fma(wv, src[j], a[j]);
                         }
@@ -274,6 +319,13 @@ fn conv_cpu<T: Elem>(
                     taps.copy_from_slice(wk);
                 }
                 pad_plane(&x[plane * h * w..][..h * w], (h, w), pad, (hp, wp), xp);
+                if (ho_r, wo_r) == (ho, wo) {
+                    if let Some(d) = T::as_f32_mut(dst) {
+                        // f32 output with whole tiles: no staging copy.
+                        conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), d);
+                        return;
+                    }
+                }
                 conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), tile);
                 for (d, s) in dst.chunks_exact_mut(wo).zip(tile.chunks_exact(wo_r)) {
                     for (o, v) in d.iter_mut().zip(s) {
@@ -347,34 +399,47 @@ impl CustomOp3 for DwConvOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_b, c, h, w) = x.dims4()?;
-        let (_, _, kh, kw) = weight.dims4()?;
-        let grad = grad.contiguous()?;
-        // ∂x: full correlation of the output gradient with the flipped kernel.
-        let gx_op = DwConvOp {
-            pad: (kh as isize - 1 - self.pad.0, kw as isize - 1 - self.pad.1),
-            out: (h, w),
-            flip: !self.flip,
-        };
-        let zeros = Tensor::zeros(c, weight.dtype(), weight.device())?;
-        let gx = grad.apply_op3_no_bwd(weight, &zeros, &gx_op)?;
-        let gw_op = WeightGradOp {
-            pad: self.pad,
-            kernel: (kh, kw),
-            flip: self.flip,
-        };
-        // (C, K·K' + 1): the weight gradient, then the bias gradient.
-        let g = x.apply_op2_no_bwd(&grad, &gw_op)?;
-        let gw = g
-            .narrow(1, 0, kh * kw)?
-            .reshape((c, 1, kh, kw))?
-            .to_dtype(weight.dtype())?;
-        let gb = g
-            .narrow(1, kh * kw, 1)?
-            .reshape(c)?
-            .to_dtype(bias.dtype())?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let (gx, gw, gb) = gradients(x, weight, grad, self.pad, self.flip)?;
+        Ok((Some(gx), Some(gw), Some(gb.to_dtype(bias.dtype())?)))
     }
+}
+
+/// `(∂x, ∂weight, ∂bias)` of the CPU op for the output gradient `grad` (∂bias in the
+/// weight's dtype).
+fn gradients(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    pad: (isize, isize),
+    flip: bool,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let (_b, c, h, w) = x.dims4()?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    let grad = grad.contiguous()?;
+    // ∂x: full correlation of the output gradient with the flipped kernel.
+    let gx_op = DwConvOp {
+        pad: (kh as isize - 1 - pad.0, kw as isize - 1 - pad.1),
+        out: (h, w),
+        flip: !flip,
+    };
+    let zeros = Tensor::zeros(c, weight.dtype(), weight.device())?;
+    let gx = grad.apply_op3_no_bwd(&weight.contiguous()?, &zeros, &gx_op)?;
+    let gw_op = WeightGradOp {
+        pad,
+        kernel: (kh, kw),
+        flip,
+    };
+    // (C, K·K' + 1): the weight gradient, then the bias gradient.
+    let g = x.contiguous()?.apply_op2_no_bwd(&grad, &gw_op)?;
+    let gw = g
+        .narrow(1, 0, kh * kw)?
+        .reshape((c, 1, kh, kw))?
+        .to_dtype(weight.dtype())?;
+    let gb = g
+        .narrow(1, kh * kw, 1)?
+        .reshape(c)?
+        .to_dtype(weight.dtype())?;
+    Ok((gx, gw, gb))
 }
 
 /// `∂weight` and `∂bias`: the correlation of the padded input with the output gradient and

@@ -15,8 +15,8 @@ mod cuda;
 mod metal;
 
 pub use attention::{attention, attention_fused, attention_plain, AttnMask};
-pub use dwconv::depthwise_conv2d;
-pub use roi_align::{roi_align, RoiAlign};
+pub use dwconv::{depthwise_conv2d, depthwise_conv2d_backward};
+pub use roi_align::{roi_align, roi_align_backward, RoiAlign};
 pub use upsample::{
     upsample_mask_logits, upsample_mask_probs, upsample_masks, upsample_masks_and_probs, MaskResize,
 };

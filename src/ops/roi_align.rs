@@ -107,6 +107,61 @@ pub fn roi_align(features: &Tensor, rois: &Tensor, p: &RoiAlign) -> Result<Tenso
 /// otherwise run for hours).
 const MAX_SAMPLES_PER_ROI: u64 = 1 << 24;
 
+/// The gradient of `roi_align(features, rois, p)` with respect to `features` (shape
+/// `features_shape = (N, C, H, W)`) for the output gradient `grad_output: (K, C, oh, ow)` —
+/// what the backward pass computes, for callers that drive their own training loop. CPU and
+/// CUDA (the Metal build has no backward kernel).
+pub fn roi_align_backward(
+    grad_output: &Tensor,
+    rois: &Tensor,
+    p: &RoiAlign,
+    features_shape: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    const OP: &str = "roi_align_backward";
+    let (n, c, h, w) = features_shape;
+    let k = rois.dims2().map(|d| d.0).unwrap_or(usize::MAX);
+    let want = [k, c, p.output_size.0, p.output_size.1];
+    if rois.dims().len() != 2 || rois.dims()[1] != 5 || grad_output.dims() != want {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "grad_output {:?}, rois {:?}: need (K, {c}, {}, {}) and (K, 5)",
+                grad_output.dims(),
+                rois.dims(),
+                p.output_size.0,
+                p.output_size.1
+            ),
+        ));
+    }
+    super::require_float(grad_output, OP, "grad_output")?;
+    super::require_float(rois, OP, "rois")?;
+    super::require_same_device(grad_output, rois, OP)?;
+    super::require_kernel(grad_output, "roi_align_backward on a GPU tensor")?;
+    let rois = checked_rois(rois, p, n)?;
+    let op = RoiAlignBackwardOp {
+        p: *p,
+        batch: n,
+        height: h,
+        width: w,
+    };
+    Ok(grad_output
+        .detach()
+        .contiguous()?
+        .apply_op2_no_bwd(&rois, &op)?)
+}
+
+/// `rois` as a contiguous f32 tensor after checking every row on the host.
+fn checked_rois(rois: &Tensor, p: &RoiAlign, batch: usize) -> Result<Tensor> {
+    let rois = rois.detach().to_dtype(DType::F32)?.contiguous()?;
+    let host: Vec<f32> = rois.flatten_all()?.to_vec1()?;
+    for (index, roi) in host.chunks_exact(5).enumerate() {
+        if let Some(problem) = roi_problem(roi, p, batch) {
+            return Err(Error::BadRoi { index, problem });
+        }
+    }
+    Ok(rois)
+}
+
 /// What is wrong with one `[batch_index, x1, y1, x2, y2]` row, if anything.
 fn roi_problem(roi: &[f32], p: &RoiAlign, batch: usize) -> Option<RoiProblem> {
     if roi.iter().any(|v| !v.is_finite()) {

@@ -1,8 +1,9 @@
 //! `roi_align` cases: torchvision.ops.roi_align forward and the gradient of
-//! `sum(output * grad_output)` with respect to the features.
+//! `sum(output * grad_output)` with respect to the features, both through candle's autograd
+//! and through `roi_align_backward`.
 
 use candle_core::{Tensor, Var};
-use unires::ops::roi_align::{roi_align, RoiAlign};
+use unires::ops::roi_align::{roi_align, roi_align_backward, RoiAlign};
 
 use crate::common::{Case, Res};
 
@@ -27,8 +28,11 @@ pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
         .get(var.as_tensor())
         .ok_or("no gradient for the input")?
         .clone();
+    // The same gradient from the explicit backward function.
+    let direct = roi_align_backward(&grad_output, &boxes, &p, input.dims4()?)?;
     Ok(vec![
         ("output".into(), output.detach()),
         ("grad_input".into(), grad_input),
+        ("grad_input".into(), direct),
     ])
 }
