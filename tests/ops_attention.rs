@@ -239,6 +239,28 @@ fn dispatch_equals_plain_and_keeps_gradients() {
 }
 
 #[test]
+fn degenerate_shapes_match_plain() {
+    let no_keys = (
+        tensor(&[1, 2, 4, 8], 1, 1.0),
+        tensor(&[1, 2, 0, 8], 2, 1.0),
+        tensor(&[1, 2, 0, 8], 3, 1.0),
+    );
+    assert!(attention_fused(&no_keys.0, &no_keys.1, &no_keys.2, AttnMask::None, 1.0).is_err());
+    assert!(attention(&no_keys.0, &no_keys.1, &no_keys.2, AttnMask::None, 1.0).is_err());
+    for (sq, sk, d, dv) in [(4, 20, 0, 8), (0, 20, 8, 8), (4, 20, 8, 0)] {
+        let q = tensor(&[1, 2, sq, d], 1, 1.0);
+        let k = tensor(&[1, 2, sk, d], 2, 1.0);
+        let v = tensor(&[1, 2, sk, dv], 3, 1.0);
+        let fused = attention_fused(&q, &k, &v, AttnMask::None, 1.0).unwrap();
+        let plain = attention_plain(&q, &k, &v, AttnMask::None, 1.0).unwrap();
+        assert_eq!(fused.dims(), plain.dims());
+        if fused.elem_count() > 0 {
+            assert!(max_abs_diff(&fused, &plain) < 1e-6);
+        }
+    }
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     let q = tensor(&[1, 4, 8, 16], 1, 1.0);
     let k = tensor(&[1, 3, 8, 16], 2, 1.0);

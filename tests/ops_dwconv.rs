@@ -170,6 +170,18 @@ fn backward_matches_composition_and_finite_differences() {
 }
 
 #[test]
+fn empty_batches_and_channels() {
+    for (b, c) in [(0, 3), (2, 0)] {
+        let x = Var::from_tensor(&tensor(&[b, c, 8, 8], 1)).unwrap();
+        let w = Var::from_tensor(&tensor(&[c, 1, 3, 3], 2)).unwrap();
+        let y = depthwise_conv2d(&x, &w, None, 1).unwrap();
+        assert_eq!(y.dims(), &[b, c, 8, 8]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(&w).unwrap().dims(), w.dims());
+    }
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     let x = tensor(&[1, 3, 8, 8], 1);
     assert!(depthwise_conv2d(&x, &tensor(&[4, 1, 3, 3], 2), None, 1).is_err());

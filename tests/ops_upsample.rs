@@ -141,6 +141,18 @@ fn half_logits_are_upsampled_in_f32() {
 }
 
 #[test]
+fn no_masks_gives_empty_results() {
+    let x = logits(&[0, 8, 8], 1);
+    let r = MaskResize {
+        padded: (16, 16),
+        valid: (12, 16),
+        orig: (9, 12),
+    };
+    assert!(upsample_masks(&x, &r).unwrap().is_empty());
+    assert_eq!(upsample_mask_probs(&x, &r).unwrap().dims(), &[0, 9, 12]);
+}
+
+#[test]
 fn bad_sizes_are_errors() {
     let x = logits(&[1, 8, 8], 1);
     let r = |padded, valid, orig| MaskResize {

@@ -45,6 +45,12 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Dims> {
     if b != bk || b != bv || d != dk || sk != sv || hk != hv || hk == 0 || h % hk != 0 {
         return Err(bad());
     }
+    if sk == 0 {
+        return Err(Error::shape(
+            "attention",
+            "no keys (Sk = 0): the softmax is undefined",
+        ));
+    }
     Ok(Dims {
         b,
         h,
@@ -182,6 +188,10 @@ pub fn attention_fused(
     super::require_same_device(q, k, OP)?;
     super::require_same_device(q, v, OP)?;
     super::require_kernel(q, "fused attention on a GPU tensor")?;
+    if dims.d == 0 {
+        // Empty head vectors: every score is 0, nothing to fuse.
+        return attention_plain(q, k, v, mask, scale);
+    }
     if !q.device().is_cpu() && (dims.d > GPU_MAX_HEAD_DIM || dims.dv > GPU_MAX_HEAD_DIM) {
         return Err(Error::shape(
             OP,

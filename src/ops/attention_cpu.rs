@@ -337,18 +337,18 @@ pub(crate) fn attention_cpu(
     scale: f32,
     mask: &FusedMask,
 ) -> Vec<f32> {
+    let (sq, d, dv) = (dims.sq, dims.d, dims.dv);
+    let mut out = vec![0f32; dims.b * dims.h * sq * dv];
+    if out.is_empty() || d == 0 || dims.sk == 0 {
+        return out;
+    }
     let skp = dims.sk.div_ceil(NR) * NR;
-    let dvp = dims.dv.div_ceil(NR) * NR;
+    let dvp = dv.div_ceil(NR) * NR;
     let kt = packed_keys(k, dims, skp);
     let vp = packed_values(v, dims, dvp);
     let q = q.to_f32();
-    let (sq, d, dv) = (dims.sq, dims.d, dims.dv);
     let n_rep = dims.h / dims.hkv;
     let offset = dims.sk.saturating_sub(sq);
-    let mut out = vec![0f32; dims.b * dims.h * sq * dv];
-    if out.is_empty() {
-        return out;
-    }
     out.par_chunks_mut(sq * dv)
         .enumerate()
         .for_each(|(bh, head_out)| {

@@ -543,7 +543,7 @@ impl CustomOp2 for WeightGradOp {
                 },
             );
         let mut sums = vec![0f32; c * row];
-        for plane in per_plane.chunks_exact(c * row) {
+        for plane in per_plane.chunks_exact((c * row).max(1)) {
             for (g, p) in sums.iter_mut().zip(plane) {
                 *g += p;
             }
