@@ -193,6 +193,18 @@ pub enum Error {
     #[error("{op}: {reason}")]
     BadShape { op: &'static str, reason: String },
 
+    /// The inputs of one operation live on different devices.
+    #[error("{op}: inputs on different devices ({first} and {second})")]
+    DeviceMismatch {
+        op: &'static str,
+        first: String,
+        second: String,
+    },
+
+    /// A region of interest given to ROI Align that does not fit the feature map.
+    #[error("roi_align: roi {index}: {problem}")]
+    BadRoi { index: usize, problem: RoiProblem },
+
     // ---------------------------------------------------------------- datasets
     /// A dataset file is missing or malformed.
     #[error("{}: {reason}", path.display())]
@@ -237,6 +249,31 @@ impl std::fmt::Display for BoxProblem {
             BoxProblem::OutsideImage => "the box lies outside the image",
             BoxProblem::Empty => "the box has zero width or height",
         })
+    }
+}
+
+/// Why a region of interest was rejected by ROI Align.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RoiProblem {
+    /// A coordinate or the batch index is NaN or infinite.
+    NotFinite,
+    /// The batch index (column 0) does not name an image of the feature batch.
+    BatchIndex { got: f32, batch: usize },
+    /// The box needs more bilinear samples than the limit (adaptive sampling on a huge box).
+    TooManySamples { samples: u64, max: u64 },
+}
+
+impl std::fmt::Display for RoiProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoiProblem::NotFinite => f.write_str("a value is not a finite number"),
+            RoiProblem::BatchIndex { got, batch } => {
+                write!(f, "batch index {got} is not in 0..{batch}")
+            }
+            RoiProblem::TooManySamples { samples, max } => {
+                write!(f, "needs {samples} bilinear samples; the limit is {max}")
+            }
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 mod clip_vision;
 mod common;
 mod convnext;
+mod interpolate;
 mod llama;
+mod roi_align;
 mod sam_mask_decoder;
 
 use common::{Case, Outcome};
@@ -22,6 +24,8 @@ fn runner(kind: &str) -> Option<Runner> {
         "llama" => Some(llama::run),
         "sam_mask_decoder" => Some(sam_mask_decoder::run),
         "sam_prompt_encoder" => Some(sam_mask_decoder::run_prompt),
+        "interpolate" => Some(interpolate::run),
+        "roi_align" => Some(roi_align::run),
         _ => None,
     }
 }

@@ -1,0 +1,380 @@
+//! CPU benchmark of the custom ops, side by side with the plain candle compositions and
+//! (optionally) PyTorch eager on the same shapes. Prints one table; BENCHMARKS.md records it.
+//!
+//! ```text
+//! cargo bench --bench ops                        # unires and candle only
+//! UNIRES_BENCH_PYTHON=/path/to/python cargo bench --bench ops   # + tools/bench_torch.py
+//! cargo bench --bench ops -- attention           # rows whose name contains "attention"
+//! ```
+//!
+//! Timing: one warm-up call, then calls until 2 s have passed (3 to 30 calls); the fastest.
+//! The machine this runs on is shared, so the minimum (the least disturbed call) is the
+//! figure that repeats; tools/bench_torch.py times PyTorch the same way.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use unires::ops::attention::{attention_fused, attention_plain, AttnMask};
+use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_backward, depthwise_conv2d_shifted};
+use unires::ops::roi_align::{roi_align, roi_align_backward, RoiAlign};
+use unires::ops::upsample::{
+    upsample_masks, upsample_masks_and_probs, upsample_masks_plain, MaskResize,
+};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Fastest call of `f`, in milliseconds.
+fn timed(mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    let mut calls = 0;
+    let start = Instant::now();
+    while calls < 3 || (start.elapsed().as_secs_f64() < 2.0 && calls < 30) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        calls += 1;
+    }
+    Ok(best)
+}
+
+/// Seeded normal-ish values (sum of uniforms), so every run times the same data.
+fn randn(shape: &[usize], seed: u64) -> Res<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let v: Vec<f32> = (0..n)
+        .map(|_| (next() + next() + next() - 1.5) * 2.0)
+        .collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+struct Table {
+    filter: Option<String>,
+    torch: HashMap<String, f64>,
+}
+
+impl Table {
+    fn wants(&self, key: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| key.contains(f.as_str()))
+    }
+
+    /// One row: ours, the candle alternatives, and the PyTorch rows named `torch_keys`.
+    fn row(&self, key: &str, ours: f64, candle: &[(&str, f64)], torch_keys: &[(&str, String)]) {
+        let mut line = format!("| {key} | {ours:.2} |");
+        let mut others = Vec::new();
+        for (name, t) in candle {
+            others.push(format!("{name} {t:.2} ({:.2}×)", t / ours));
+        }
+        for (name, k) in torch_keys {
+            if let Some(t) = self.torch.get(k) {
+                others.push(format!("torch {name} {t:.2} ({:.2}×)", t / ours));
+            }
+        }
+        line.push_str(&format!(" {} |", others.join(", ")));
+        println!("{line}");
+    }
+}
+
+fn attention_rows(t: &Table) -> Res<()> {
+    let shapes = [
+        (32, 128, 577, false),
+        (32, 128, 1024, false),
+        (32, 128, 1024, true),
+        (32, 128, 2048, false),
+        (32, 128, 2048, true),
+        (8, 32, 4096, false),
+    ];
+    for (h, d, s, causal) in shapes {
+        let key = format!(
+            "attention h{h} d{d} s{s} {}",
+            if causal { "causal" } else { "full" }
+        );
+        if !t.wants(&key) {
+            continue;
+        }
+        let (q, k, v) = (
+            randn(&[1, h, s, d], 1)?,
+            randn(&[1, h, s, d], 2)?,
+            randn(&[1, h, s, d], 3)?,
+        );
+        let mask = if causal {
+            AttnMask::Causal
+        } else {
+            AttnMask::None
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let fused = timed(|| {
+            attention_fused(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        let plain = timed(|| {
+            attention_plain(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        t.row(
+            &key,
+            fused,
+            &[("plain", plain)],
+            &[
+                ("sdpa", format!("{key} sdpa")),
+                ("eager", format!("{key} eager")),
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// Small and lopsided shapes that decide where `attention` dispatches to the fused kernel:
+/// `(name, heads, kv heads, Sq, Sk, D, causal)`.
+fn dispatch_rows(t: &Table) -> Res<()> {
+    let shapes = [
+        ("tiny", 4, 4, 16, 16, 32, false),
+        ("small", 8, 8, 64, 64, 64, false),
+        ("small", 8, 8, 128, 128, 64, false),
+        ("CLIP ViT-L/14-336", 16, 16, 577, 577, 64, false),
+        ("SAM token->image", 8, 8, 7, 4096, 16, false),
+        ("SAM image->token", 8, 8, 4096, 7, 16, false),
+        ("LLM decode", 32, 8, 1, 1024, 128, true),
+        ("LLM append 16", 32, 8, 16, 1024, 128, true),
+    ];
+    for (name, h, hkv, sq, sk, d, causal) in shapes {
+        let key = format!("attention-dispatch {name} h{h}/{hkv} sq{sq} sk{sk} d{d}");
+        if !t.wants(&key) {
+            continue;
+        }
+        let (q, k, v) = (
+            randn(&[1, h, sq, d], 1)?,
+            randn(&[1, hkv, sk, d], 2)?,
+            randn(&[1, hkv, sk, d], 3)?,
+        );
+        let mask = if causal {
+            AttnMask::Causal
+        } else {
+            AttnMask::None
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let fused = timed(|| {
+            attention_fused(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        let plain = timed(|| {
+            attention_plain(&q, &k, &v, mask, scale)?;
+            Ok(())
+        })?;
+        t.row(&key, fused, &[("plain", plain)], &[]);
+    }
+    Ok(())
+}
+
+fn upsample_rows(t: &Table) -> Res<()> {
+    for n in [1, 8] {
+        for (orig, valid) in [((480, 640), (768, 1024)), ((1080, 1920), (576, 1024))] {
+            let key = format!("upsample n{n} 256->{}x{}", orig.0, orig.1);
+            if !t.wants(&key) {
+                continue;
+            }
+            let x = randn(&[n, 256, 256], 4)?;
+            let r = MaskResize {
+                padded: (1024, 1024),
+                valid,
+                orig,
+            };
+            let both = timed(|| {
+                upsample_masks_and_probs(&x, &r)?;
+                Ok(())
+            })?;
+            let masks = timed(|| {
+                upsample_masks(&x, &r)?;
+                Ok(())
+            })?;
+            let plain = timed(|| {
+                upsample_masks_plain(&x, &r)?;
+                Ok(())
+            })?;
+            t.row(
+                &format!("{key} masks+probs"),
+                both,
+                &[("plain", plain), ("fused masks only", masks)],
+                &[("eager", key.clone())],
+            );
+        }
+    }
+    Ok(())
+}
+
+fn roi_rows(t: &Table) -> Res<()> {
+    let key = "roi_align c1536 48x48 k48 7x7";
+    if !t.wants(key) {
+        return Ok(());
+    }
+    let feats = randn(&[1, 1536, 48, 48], 5)?;
+    let mut rois = Vec::new();
+    let mut s = 7u64;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for _ in 0..48 {
+        let (x, y) = (next() * 600.0, next() * 600.0);
+        let (w, h) = (next() * 160.0 + 8.0, next() * 160.0 + 8.0);
+        rois.extend([0.0, x, y, x + w, y + h]);
+    }
+    let rois = Tensor::from_vec(rois, (48, 5), &Device::Cpu)?;
+    let p = RoiAlign::new((7, 7))
+        .with_spatial_scale(1.0 / 16.0)
+        .with_sampling_ratio(2);
+    let fwd = timed(|| {
+        roi_align(&feats, &rois, &p)?;
+        Ok(())
+    })?;
+    t.row(
+        &format!("{key} fwd"),
+        fwd,
+        &[],
+        &[("torchvision", format!("{key} fwd"))],
+    );
+    let go = randn(&[48, 1536, 7, 7], 6)?;
+    let dims = feats.dims4()?;
+    let bwd = timed(|| {
+        roi_align_backward(&go, &rois, &p, dims)?;
+        Ok(())
+    })?;
+    t.row(
+        &format!("{key} bwd"),
+        bwd,
+        &[],
+        &[("torchvision", format!("{key} bwd"))],
+    );
+    Ok(())
+}
+
+fn dwconv_rows(t: &Table) -> Res<()> {
+    for (c, s) in [(192, 128), (1536, 16)] {
+        let key = format!("dwconv c{c} {s}x{s} k7");
+        if !t.wants(&key) {
+            continue;
+        }
+        let x = randn(&[1, c, s, s], 8)?;
+        let w = randn(&[c, 1, 7, 7], 9)?;
+        let b = randn(&[c], 10)?;
+        let ours = timed(|| {
+            depthwise_conv2d(&x, &w, Some(&b), 3)?;
+            Ok(())
+        })?;
+        let grouped = timed(|| {
+            x.conv2d(&w, 3, 1, 1, c)?
+                .broadcast_add(&b.reshape((1, c, 1, 1))?)?;
+            Ok(())
+        })?;
+        let shifted = timed(|| {
+            depthwise_conv2d_shifted(&x, &w, Some(&b), 3)?;
+            Ok(())
+        })?;
+        t.row(
+            &format!("{key} fwd"),
+            ours,
+            &[
+                ("candle grouped conv2d", grouped),
+                ("shifted mul-add", shifted),
+            ],
+            &[("eager", format!("{key} fwd"))],
+        );
+        let go = randn(&[1, c, s, s], 11)?;
+        let bwd = timed(|| {
+            depthwise_conv2d_backward(&x, &w, &go, 3)?;
+            Ok(())
+        })?;
+        t.row(
+            &format!("{key} bwd"),
+            bwd,
+            &[],
+            &[("eager", format!("{key} bwd"))],
+        );
+        // The same gradients through candle's autograd: our backward plus candle's gradient
+        // bookkeeping, against the shifted composition's backward.
+        let (xv, wv, bv) = (
+            Var::from_tensor(&x)?,
+            Var::from_tensor(&w)?,
+            Var::from_tensor(&b)?,
+        );
+        let loss = (depthwise_conv2d(&xv, &wv, Some(&bv), 3)? * &go)?.sum_all()?;
+        let autograd = timed(|| {
+            loss.backward()?;
+            Ok(())
+        })?;
+        let loss_ref = (depthwise_conv2d_shifted(&xv, &wv, Some(&bv), 3)? * &go)?.sum_all()?;
+        let autograd_ref = timed(|| {
+            loss_ref.backward()?;
+            Ok(())
+        })?;
+        t.row(
+            &format!("{key} loss.backward()"),
+            autograd,
+            &[("shifted mul-add", autograd_ref)],
+            &[("eager", format!("{key} loss.backward"))],
+        );
+    }
+    Ok(())
+}
+
+/// Runs tools/bench_torch.py with the interpreter named by `UNIRES_BENCH_PYTHON`.
+fn torch_times() -> Res<HashMap<String, f64>> {
+    let Ok(python) = std::env::var("UNIRES_BENCH_PYTHON") else {
+        return Ok(HashMap::new());
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py");
+    let out = std::process::Command::new(python).arg(script).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "bench_torch.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    if let Some(version) = v.get("_torch") {
+        println!("PyTorch {version}, {} threads", v["_threads"]);
+    }
+    Ok(v.as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn main() -> Res<()> {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "threads: {}, load before: {}",
+        rayon::current_num_threads(),
+        load.trim()
+    );
+    let t = Table {
+        filter,
+        torch: torch_times()?,
+    };
+    println!("| case | unires ms | others ms (their time / ours) |");
+    println!("|---|---|---|");
+    attention_rows(&t)?;
+    dispatch_rows(&t)?;
+    upsample_rows(&t)?;
+    roi_rows(&t)?;
+    dwconv_rows(&t)?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load after: {}", load.trim());
+    Ok(())
+}
