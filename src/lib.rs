@@ -21,6 +21,7 @@ pub mod io;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod proposals;
 pub mod types;
 
 pub use config::UniResConfig;
