@@ -3,7 +3,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::catalog::{extent, secondary_rgb, shape, Class, Colour, PartKind, Shape};
+use super::catalog::{extent, secondary_rgb, shape, Class, Colour, Shape};
 use super::rng::SplitMix64;
 use super::{Scene, SceneObject, ScenePart, SyntheticConfig};
 use crate::types::{BoxXyxy, Mask};
@@ -472,9 +472,4 @@ pub fn build_scene(seed: u64, index: u64, cfg: &SyntheticConfig) -> Scene {
         objects,
         background: kind,
     }
-}
-
-/// The part index of `kind` in `class`'s part list.
-pub fn part_index(class: Class, kind: PartKind) -> Option<usize> {
-    class.parts().iter().position(|&k| k == kind)
 }
