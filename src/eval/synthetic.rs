@@ -1,1 +1,0 @@
-//! A procedurally generated multi-granularity referring segmentation benchmark.
