@@ -162,6 +162,20 @@ pub enum Error {
     #[error("{}: bad safetensors file: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
 
+    /// A checkpoint file that cannot be read as any format we know (bad pickle, unknown
+    /// extension, …).
+    #[error("{}: {reason}", path.display())]
+    BadCheckpoint { path: PathBuf, reason: String },
+
+    /// A component checkpoint whose tensor names match none of the published layouts we
+    /// import.
+    #[error("{}: not a known {component} layout: {reason}", path.display())]
+    UnknownLayout {
+        path: PathBuf,
+        component: &'static str,
+        reason: String,
+    },
+
     /// `config.json` is invalid or contradicts itself or the weights.
     #[error("{what}: bad configuration: {reason}")]
     Config { what: String, reason: String },

@@ -6,10 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::{Parser, Subcommand};
+use unires::io::assemble::{assemble, parse_size, AssembleOptions, GlueSource};
+use unires::io::hub::HubOptions;
+use unires::io::inputs::{resolve, resolve_tokenizer};
 use unires::io::rle::CocoRle;
-use unires::io::weights::{load, Source};
+use unires::io::weights::{load, parse_device, parse_dtype, Source};
 use unires::{Error, Granularity, Result};
 
 #[derive(Parser)]
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Segment what an expression refers to in an image.
     Segment(SegmentArgs),
+    /// Build a unires checkpoint directory from published component checkpoints.
+    Assemble(AssembleArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,8 +50,18 @@ struct SegmentArgs {
     #[arg(long)]
     boxes: Option<PathBuf>,
     /// A unires checkpoint directory (default: the embedded tiny model).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hub")]
     weights: Option<PathBuf>,
+    /// A hub repository holding a unires checkpoint: owner/name[@revision]. Honours HF_HOME,
+    /// HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN.
+    #[arg(long)]
+    hub: Option<String>,
+    /// cpu, cuda[:N] or metal (GPUs need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: f32, f16 or bf16.
+    #[arg(long, conflicts_with = "bf16")]
+    dtype: Option<String>,
     /// Where to write the mask PNG (0/255).
     #[arg(long)]
     out: PathBuf,
@@ -84,12 +99,18 @@ fn segment(args: SegmentArgs) -> Result<()> {
             unires::proposals::SelectiveSearch::default().propose(&image)?
         }
     };
-    let source = match &args.weights {
-        Some(dir) => Source::Dir(dir.clone()),
-        None => Source::Embedded,
+    let source = match (&args.weights, &args.hub) {
+        (Some(dir), _) => Source::Dir(dir.clone()),
+        (None, Some(spec)) => Source::hub(spec),
+        (None, None) => Source::Embedded,
     };
-    let dtype = if args.bf16 { DType::BF16 } else { DType::F32 };
-    let model = load(&source, &Device::Cpu, dtype)?;
+    let dtype = match &args.dtype {
+        Some(d) => parse_dtype(d)?,
+        None if args.bf16 => DType::BF16,
+        None => DType::F32,
+    };
+    let device = parse_device(&args.device)?;
+    let model = load(&source, &device, dtype)?;
     let encoded = model.encode(&image, &proposals)?;
     let seg = model.segment(&encoded, &args.expression, granularity)?;
 
@@ -139,10 +160,126 @@ fn segment(args: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("glue_source").required(true).args(["glue", "fresh_glue"])))]
+struct AssembleArgs {
+    /// Output directory (created; must be empty if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Preset the configuration starts from: tiny or base.
+    #[arg(long, default_value = "base", conflicts_with = "config")]
+    preset: String,
+    /// A unires config.json to start from instead of a preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// CLIP ViT: HF CLIPModel / CLIPVisionModel file or directory, or hf:owner/name[@rev].
+    #[arg(long)]
+    clip: PathBuf,
+    /// ConvNeXt: open_clip checkpoint (visual.trunk.*), timm or HF ConvNextModel (or hf:…).
+    #[arg(long)]
+    convnext: PathBuf,
+    /// LLM: HF LlamaForCausalLM directory, index file, comma-separated shards, or hf:….
+    #[arg(long, value_delimiter = ',', required = true)]
+    llm: Vec<PathBuf>,
+    /// SAM: segment-anything .pth or HF SamModel (or hf:…), for the mask decoder and prompt
+    /// encoder.
+    #[arg(long)]
+    sam: Option<PathBuf>,
+    /// Trained glue tensors (unires naming): a safetensors file or a unires checkpoint.
+    #[arg(long)]
+    glue: Option<PathBuf>,
+    /// Initialise the glue from a seed instead: the model is untrained, masks are meaningless.
+    #[arg(long)]
+    fresh_glue: bool,
+    /// Seed of --fresh-glue.
+    #[arg(long, default_value_t = 0, requires = "fresh_glue")]
+    seed: u64,
+    /// The LLM's tokenizer.json (or hf:owner/name); unires's special tokens are added if
+    /// missing.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Store tensors as f32, f16 or bf16 (default: keep each tensor's dtype).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Largest shard, e.g. 5GB or 500MB.
+    #[arg(long, default_value = "5GB")]
+    max_shard_size: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_assemble(a: AssembleArgs) -> Result<()> {
+    let config = match &a.config {
+        Some(p) => unires::UniResConfig::from_file(p)?,
+        None => unires::UniResConfig::preset(&a.preset)?,
+    };
+    let glue = match &a.glue {
+        Some(p) => GlueSource::File(p.clone()),
+        None => GlueSource::Fresh { seed: a.seed },
+    };
+    // `hf:owner/name[@rev]` components come from the hub (HF_HOME, HF_HUB_OFFLINE, …).
+    let hub = HubOptions::from_env();
+    let get = |p: &PathBuf| resolve(p, &hub);
+    let glue = match glue {
+        GlueSource::File(p) => GlueSource::File(get(&p)?),
+        fresh => fresh,
+    };
+    let opts = AssembleOptions {
+        out: a.out.clone(),
+        config,
+        clip: vec![get(&a.clip)?],
+        convnext: vec![get(&a.convnext)?],
+        llm: a.llm.iter().map(get).collect::<Result<Vec<_>>>()?,
+        sam: a.sam.as_ref().map(get).transpose()?.map(|p| vec![p]),
+        glue,
+        tokenizer: resolve_tokenizer(&a.tokenizer, &hub)?,
+        dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
+        max_shard_bytes: parse_size(&a.max_shard_size)?,
+        progress: !a.quiet,
+    };
+    let r = assemble(&opts)?;
+    for c in &r.components {
+        eprintln!(
+            "{:<9} {:<20} {} tensors from {} (config from {}){}",
+            c.component.as_str(),
+            c.layout,
+            c.tensors,
+            c.path.display(),
+            c.config_from,
+            if c.dropped > 0 {
+                format!("; {} unused dropped: {}", c.dropped, c.dropped_examples)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !r.added_tokens.is_empty() {
+        eprintln!(
+            "tokenizer: added {}; embedding rows {} -> {} (new rows = mean of the old ones)",
+            r.added_tokens.join(" "),
+            r.vocab_rows.0,
+            r.vocab_rows.1
+        );
+    }
+    if r.ignored_glue > 0 {
+        eprintln!(
+            "glue file: {} tensors of other components ignored",
+            r.ignored_glue
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("\n*** WARNING: {w} ***\n");
+    }
+    eprintln!("wrote {} ({} files)", a.out.display(), r.files.len());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segment(a) => segment(a),
+        Command::Assemble(a) => run_assemble(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
