@@ -519,7 +519,7 @@ impl UniResConfig {
                     layer_norm_eps: 1e-6,
                     layer_scale_init_value: 1e-6,
                 },
-                image_size: 128,
+                image_size: 160,
                 pad: HiresPad::Square,
             },
             region: RegionConfig {

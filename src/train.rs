@@ -34,12 +34,44 @@ pub struct TrainQuery {
     pub target_boxes: Vec<BoxXyxy>,
 }
 
+/// A ground-truth box with an attribute class (e.g. class and colour of an object), for the
+/// auxiliary region-attribute loss: proposals matching it (IoU ≥ 0.5, same kind) learn to
+/// predict `label` from their last-layer LLM state.
+#[derive(Debug, Clone)]
+pub struct RegionAttribute {
+    pub bbox: BoxXyxy,
+    /// A part box (matched against part proposals) rather than an object box.
+    pub part: bool,
+    pub label: u32,
+}
+
 /// One training scene.
 #[derive(Debug, Clone)]
 pub struct TrainScene {
     pub image: RgbImage,
     pub proposals: Proposals,
     pub queries: Vec<TrainQuery>,
+    /// Ground-truth attributes for the auxiliary loss (empty: none).
+    pub attributes: Vec<RegionAttribute>,
+}
+
+/// Attribute label of each proposal (objects, then parts): the label of the best-matching
+/// attribute box of the same kind with IoU ≥ 0.5.
+pub fn attribute_labels(p: &Proposals, attrs: &[RegionAttribute]) -> Vec<Option<u32>> {
+    let best = |b: &BoxXyxy, part: bool| {
+        attrs
+            .iter()
+            .filter(|a| a.part == part)
+            .map(|a| (a.bbox.iou(b), a.label))
+            .filter(|(iou, _)| *iou >= 0.5)
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+            .map(|(_, l)| l)
+    };
+    p.objects
+        .iter()
+        .map(|b| best(b, false))
+        .chain(p.parts.iter().map(|b| best(b, true)))
+        .collect()
 }
 
 /// Loss weights.
@@ -50,6 +82,14 @@ pub struct LossWeights {
     pub granularity: f64,
     pub target: f64,
     pub select: f64,
+    /// Auxiliary region-attribute cross-entropy (needs an attribute head and
+    /// [`TrainScene::attributes`]).
+    #[serde(default)]
+    pub attributes: f64,
+    /// Teacher forcing of the box prompts: weight α of the ground-truth selection in the
+    /// selection weights the mask decoder sees (0 = the model's own, as at inference).
+    #[serde(default)]
+    pub teacher_forcing: f64,
 }
 
 impl Default for LossWeights {
@@ -60,6 +100,8 @@ impl Default for LossWeights {
             granularity: 0.5,
             target: 0.5,
             select: 1.0,
+            attributes: 0.0,
+            teacher_forcing: 0.0,
         }
     }
 }
@@ -73,6 +115,7 @@ pub struct LossParts {
     pub granularity: f32,
     pub target: f32,
     pub select: f32,
+    pub attributes: f32,
 }
 
 /// `mean(max(x, 0) − x·t + log(1 + e^{−|x|}))`, numerically stable BCE with logits.
@@ -154,10 +197,13 @@ pub fn select_labels(p: &Proposals, q: &TrainQuery) -> Vec<f32> {
 }
 
 /// Computes the training loss of one batch.
+/// `attribute_head`, when given, maps last-layer region states to attribute logits for the
+/// auxiliary loss (a training-only head, not part of the checkpoint).
 pub fn batch_loss(
     model: &UniRes,
     scenes: &[TrainScene],
     w: &LossWeights,
+    attribute_head: Option<&crate::model::nn::Linear>,
 ) -> Result<(Tensor, LossParts)> {
     let cfg = model.config().clone();
     let dev = model.device().clone();
@@ -346,6 +392,12 @@ pub fn batch_loss(
     let dense_q = dense.index_select(&qidx, 0)?;
     let s1 = skips.0.index_select(&qidx, 0)?;
     let s2 = skips.1.index_select(&qidx, 0)?;
+    let sel_labels = Tensor::from_vec(sel_t, (nq, r_max), &dev)?;
+    let forced = if w.teacher_forcing > 0.0 && r_max > 0 {
+        Some((&sel_labels, w.teacher_forcing))
+    } else {
+        None
+    };
     let out = model.head(
         &seg_hidden,
         &region_hidden,
@@ -353,6 +405,7 @@ pub fn batch_loss(
         &rboxes_t,
         &dense_q,
         (&s1, &s2),
+        forced,
     )?;
 
     // ---------------------------------------------------------------- losses
@@ -373,7 +426,7 @@ pub fn batch_loss(
     let l_select = if r_max > 0 {
         bce_masked(
             &out.select_logits.to_dtype(DType::F32)?,
-            &Tensor::from_vec(sel_t, (nq, r_max), &dev)?,
+            &sel_labels,
             &valid_t,
         )?
     } else {
@@ -402,9 +455,68 @@ pub fn batch_loss(
         let t = Tensor::from_vec(targets, (np, mh, mw), &dev)?;
         (bce_with_logits(&logits, &t)?, dice_loss(&logits, &t)?)
     };
+    let l_attr = match attribute_head {
+        Some(head) if w.attributes > 0.0 && r_max > 0 => {
+            let mut lab = vec![0u32; nq * r_max];
+            let mut m = vec![0f32; nq * r_max];
+            for i in 0..nq {
+                let b = query_scene[i];
+                for (j, l) in attribute_labels(&props[b], &scenes[b].attributes)
+                    .into_iter()
+                    .enumerate()
+                    .take(r_max)
+                {
+                    if let Some(l) = l {
+                        lab[i * r_max + j] = l;
+                        m[i * r_max + j] = 1.0;
+                    }
+                }
+            }
+            // The [SEG] state of a single-target query learns its target's attribute with
+            // the same head, so that both sides of the selection share one space.
+            let mut seg_lab = vec![0u32; nq];
+            let mut seg_m = vec![0f32; nq];
+            for (i, q) in queries.iter().enumerate() {
+                if let (Some(_), [tb]) = (&q.target, q.target_boxes.as_slice()) {
+                    let part = q.granularity == Granularity::Part;
+                    let found = scenes[query_scene[i]]
+                        .attributes
+                        .iter()
+                        .filter(|a| a.part == part)
+                        .map(|a| (a.bbox.iou(tb), a.label))
+                        .filter(|(iou, _)| *iou >= 0.9)
+                        .max_by(|x, y| x.0.total_cmp(&y.0));
+                    if let Some((_, l)) = found {
+                        seg_lab[i] = l;
+                        seg_m[i] = 1.0;
+                    }
+                }
+            }
+            lab.extend(seg_lab);
+            m.extend(seg_m);
+            let n_all = nq * r_max + nq;
+            if m.iter().any(|&x| x > 0.0) {
+                let states = Tensor::cat(
+                    &[region_hidden.reshape((nq * r_max, h))?, seg_hidden.clone()],
+                    0,
+                )?;
+                let logits = head.forward(&states)?;
+                let lsm = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+                let picked = lsm
+                    .gather(&Tensor::from_vec(lab, (n_all, 1), &dev)?, 1)?
+                    .squeeze(1)?;
+                let m = Tensor::from_vec(m, n_all, &dev)?;
+                ((picked * &m)?.sum_all()?.neg()? / (m.sum_all()?.to_scalar::<f32>()? as f64))?
+            } else {
+                Tensor::new(0f32, &dev)?
+            }
+        }
+        _ => Tensor::new(0f32, &dev)?,
+    };
     let total = ((((l_bce.clone() * w.mask_bce)? + (l_dice.clone() * w.mask_dice)?)?
         + (l_gran.clone() * w.granularity)?)?
         + ((l_target.clone() * w.target)? + (l_select.clone() * w.select)?)?)?;
+    let total = (total + (l_attr.clone() * w.attributes)?)?;
     let s = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
     let parts = LossParts {
         total: s(&total)?,
@@ -413,6 +525,7 @@ pub fn batch_loss(
         granularity: s(&l_gran)?,
         target: s(&l_target)?,
         select: s(&l_select)?,
+        attributes: s(&l_attr)?,
     };
     Ok((total, parts))
 }
@@ -654,12 +767,36 @@ pub struct Trainer {
     vars: Vec<Var>,
     pub opts: TrainOptions,
     step: usize,
+    attribute_head: Option<crate::model::nn::Linear>,
 }
 
 impl Trainer {
     /// A fresh model of `cfg` with variables initialised from `opts.seed`.
     pub fn new(cfg: &UniResConfig, prompt: PromptBuilder, opts: TrainOptions) -> Result<Self> {
+        Self::with_attribute_classes(cfg, prompt, opts, 0)
+    }
+
+    /// [`Trainer::new`] with a training-only attribute head of `classes` outputs (0: none)
+    /// for the auxiliary loss; its variables live under `aux.` and are not saved.
+    pub fn with_attribute_classes(
+        cfg: &UniResConfig,
+        prompt: PromptBuilder,
+        opts: TrainOptions,
+        classes: usize,
+    ) -> Result<Self> {
         let (model, varmap) = fresh_model(cfg, prompt, opts.seed, DType::F32)?;
+        let attribute_head = if classes > 0 {
+            let backend = SeededVarMap::new(varmap.clone(), opts.seed ^ 0xa77);
+            let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+            Some(crate::model::nn::Linear::new(
+                cfg.llm.hidden_size,
+                classes,
+                true,
+                vb.pp("aux.attributes"),
+            )?)
+        } else {
+            None
+        };
         let vars = varmap.all_vars();
         let opt = AdamW::new(
             vars.clone(),
@@ -676,12 +813,18 @@ impl Trainer {
             vars,
             opts,
             step: 0,
+            attribute_head,
         })
     }
 
     /// One optimisation step on a batch; returns the losses and the gradient norm.
     pub fn step(&mut self, batch: &[TrainScene]) -> Result<(LossParts, f64)> {
-        let (loss, parts) = batch_loss(&self.model, batch, &self.opts.weights)?;
+        let (loss, parts) = batch_loss(
+            &self.model,
+            batch,
+            &self.opts.weights,
+            self.attribute_head.as_ref(),
+        )?;
         let mut grads = loss.backward()?;
         let norm = clip_grad_norm(&self.vars, &mut grads, self.opts.clip_norm)?;
         self.opt.set_learning_rate(lr_at(&self.opts, self.step));
@@ -690,9 +833,19 @@ impl Trainer {
         Ok((parts, norm))
     }
 
-    /// Saves the variables as `model.safetensors` (keys = checkpoint names).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.varmap.save(path)?;
+    /// Saves the model's variables (not the training-only `aux.` ones) as safetensors in
+    /// `dtype` (keys = checkpoint names).
+    pub fn save(&self, path: &Path, dtype: DType) -> Result<()> {
+        let vars = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::shape("save", "variable map lock poisoned"))?;
+        let mut tensors = std::collections::HashMap::new();
+        for (name, var) in vars.iter().filter(|(n, _)| !n.starts_with("aux.")) {
+            tensors.insert(name.clone(), var.as_tensor().to_dtype(dtype)?);
+        }
+        candle_core::safetensors::save(&tensors, path)?;
         Ok(())
     }
 }

@@ -11,12 +11,14 @@
 //!   [SEG] hidden ─ text_hidden_fcs ─ sparse prompt ──────────────┤    │
 //!   [SEG] × region hiddens ─ region_select ─ weighted box prompts┤    │
 //!   SAM mask decoder (mask token = granularity) ◄────────────────┘
-//!   target_head([SEG]) < threshold → "no target"
+//!   target_head([SEG]) + max region score < threshold → "no target"
 //! ```
 //!
 //! "Dynamic feature exploitation" (our reading of the paper): the `[SEG]` state scores every
 //! region token (`region_select`, a bilinear form, sigmoid), and each region's box enters
-//! the mask decoder as SAM box-corner prompts scaled by its score. Multi-object results are
+//! the mask decoder as SAM box-corner prompts scaled by its score, and as a dense prompt
+//! (`region_select.mask_embed` times the score-weighted box coverage of each grid cell,
+//! added to `no_mask_embed`, as SAM adds a mask prompt). Multi-object results are
 //! split into instances by the selected object proposals.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -111,6 +113,8 @@ pub struct UniRes {
     pub(crate) llm: Llama,
     text_hidden_fcs: (Linear, Linear),
     region_select: (Linear, Linear),
+    /// `(1, D)`: the dense prompt added where the weighted selected boxes cover the grid.
+    region_mask_embed: Tensor,
     prompt_encoder: PromptEncoder,
     neck: Neck,
     skip_proj: (Conv2d, Conv2d),
@@ -151,6 +155,14 @@ impl UniRes {
             Linear::new(h, s, true, vb.pp("region_select.q"))?,
             Linear::new(h, s, true, vb.pp("region_select.k"))?,
         );
+        let region_mask_embed = vb.get_with_hints(
+            (1, d),
+            "region_select.mask_embed.weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
         let prompt_encoder = PromptEncoder::new(d, vb.pp("prompt_encoder"))?;
         let neck = Neck::new(dims[cfg.decoder.dense_level], d, vb.pp("neck"))?;
         let (s1, s2) = match cfg.decoder.skip_levels.as_slice() {
@@ -183,6 +195,7 @@ impl UniRes {
             llm,
             text_hidden_fcs,
             region_select,
+            region_mask_embed,
             prompt_encoder,
             neck,
             skip_proj,
@@ -391,7 +404,10 @@ impl UniRes {
     ///
     /// * `seg_hidden (B, H)`; `region_hidden (B, R, H)` last-layer states at region tokens;
     /// * `region_valid (B, R)` 1/0 (padding); `region_boxes (B, R, 4)` normalised;
-    /// * `dense (B, D, h, w)`, `skips` matching.
+    /// * `dense (B, D, h, w)`, `skips` matching;
+    /// * `forced (B, R)`, training only: selection weights mixed into the predicted ones as
+    ///   `α·forced + (1 − α)·sigmoid(logits)` (teacher forcing of the box prompts).
+    #[allow(clippy::too_many_arguments)]
     pub fn head(
         &self,
         seg_hidden: &Tensor,
@@ -400,6 +416,7 @@ impl UniRes {
         region_boxes: &Tensor,
         dense: &Tensor,
         skips: (&Tensor, &Tensor),
+        forced: Option<(&Tensor, f64)>,
     ) -> Result<HeadOutput> {
         let (b, r, _) = region_hidden.dims3()?;
         let seg = self
@@ -407,18 +424,31 @@ impl UniRes {
             .1
             .forward(&self.text_hidden_fcs.0.forward(seg_hidden)?.relu()?)?; // (B, D)
         let d = seg.dim(1)?;
-        let target_logit = self
+        let mut target_logit = self
             .target_head
             .1
             .forward(&self.target_head.0.forward(&seg)?.relu()?)?
             .squeeze(1)?;
         let mut sparse = vec![seg.unsqueeze(1)?];
+        let (_, _, gh, gw) = dense.dims4()?;
+        let mut coverage_map = None;
         let select_logits = if r > 0 {
             let q = self.region_select.0.forward(seg_hidden)?.unsqueeze(2)?; // (B, S, 1)
             let k = self.region_select.1.forward(region_hidden)?; // (B, R, S)
             let scale = 1.0 / (q.dim(1)? as f64).sqrt();
             let logits = (k.matmul(&q)?.squeeze(2)? * scale)?; // (B, R)
-            let w = (candle_nn::ops::sigmoid(&logits)? * region_valid)?;
+            let mut w = candle_nn::ops::sigmoid(&logits)?;
+            if let Some((f, alpha)) = forced {
+                w = ((f.to_dtype(w.dtype())? * alpha)? + (w * (1.0 - alpha))?)?;
+            }
+            let w = (w * region_valid)?;
+            // Dense prompt: Σ_r w_r · (fraction of each grid cell inside box r).
+            let cov = box_coverage(region_boxes, gh, gw)?; // (B, R, gh·gw)
+            coverage_map = Some(
+                w.unsqueeze(1)?
+                    .matmul(&cov.to_dtype(w.dtype())?)?
+                    .reshape((b, 1, gh, gw))?,
+            );
             let corners = self
                 .prompt_encoder
                 .embed_boxes(&region_boxes.reshape((b * r, 4))?)?
@@ -428,21 +458,31 @@ impl UniRes {
                     .broadcast_mul(&w.reshape((b, r, 1, 1))?)?
                     .reshape((b, 2 * r, d))?;
             sparse.push(corners);
+            // "Is there a target" also reads the best region score: an expression that
+            // selects no proposal refers to nothing (padding excluded).
+            let masked = (&logits + ((region_valid - 1.0)? * 1e4)?)?;
+            target_logit = (target_logit + masked.max(1)?)?;
             logits
         } else {
             Tensor::zeros((b, 0), self.dtype, &self.device)?
         };
         let sparse = Tensor::cat(&sparse, 1)?;
-        let (_, _, h, w) = dense.dims4()?;
         let pe = self
             .prompt_encoder
             .shared_embedding
-            .grid(h, w, &self.device)?
+            .grid(gh, gw, &self.device)?
             .to_dtype(self.dtype)?;
         let no_mask = self.prompt_encoder.dense_no_mask()?;
+        let dense_prompt = match coverage_map {
+            Some(m) => {
+                let e = self.region_mask_embed.reshape((1, d, 1, 1))?;
+                m.broadcast_mul(&e)?.broadcast_add(&no_mask)?
+            }
+            None => no_mask,
+        };
         let out = self
             .decoder
-            .forward(dense, &pe, &sparse, &no_mask, Some(skips))?;
+            .forward(dense, &pe, &sparse, &dense_prompt, Some(skips))?;
         Ok(HeadOutput {
             masks: out.masks,
             target_logit,
@@ -515,6 +555,7 @@ impl UniRes {
             &enc.region_boxes.unsqueeze(0)?,
             &enc.dense,
             (&enc.skips.0, &enc.skips.1),
+            None,
         )?;
         let target = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
             .squeeze(0)?
@@ -626,4 +667,33 @@ impl UniRes {
             )
             .0
     }
+}
+
+/// `(B, R, gh·gw)`: for boxes `(B, R, 4)` normalised to the padded frame, the fraction of each
+/// cell of a `gh × gw` grid that each box covers (a constant: no gradient flows to the boxes).
+pub fn box_coverage(boxes: &Tensor, gh: usize, gw: usize) -> Result<Tensor> {
+    let (b, r, _) = boxes.dims3()?;
+    let v = boxes
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let overlap = |lo: f32, hi: f32, cell: usize, n: usize| -> f32 {
+        let (c0, c1) = (cell as f32 / n as f32, (cell + 1) as f32 / n as f32);
+        (hi.min(c1) - lo.max(c0)).max(0.0) * n as f32
+    };
+    let mut out = vec![0f32; b * r * gh * gw];
+    for (k, bx) in v.chunks_exact(4).enumerate() {
+        let ox: Vec<f32> = (0..gw).map(|x| overlap(bx[0], bx[2], x, gw)).collect();
+        let base = k * gh * gw;
+        for y in 0..gh {
+            let oy = overlap(bx[1], bx[3], y, gh);
+            if oy == 0.0 {
+                continue;
+            }
+            for (x, &fx) in ox.iter().enumerate() {
+                out[base + y * gw + x] = oy * fx;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (b, r, gh * gw), boxes.device())?)
 }
