@@ -68,6 +68,10 @@ pub enum Error {
         max_side: u32,
     },
 
+    /// A command needs an argument that was not given (e.g. `--root` for a benchmark).
+    #[error("missing argument: {what}")]
+    MissingArgument { what: &'static str },
+
     // ---------------------------------------------------------------- queries
     /// The referring expression is empty or only white space.
     #[error("the expression is empty")]

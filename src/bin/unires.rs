@@ -32,6 +32,144 @@ enum Command {
     Segment(SegmentArgs),
     /// Build a unires checkpoint directory from published component checkpoints.
     Assemble(AssembleArgs),
+    /// Score a model (or a prediction file) on a benchmark, or on fresh synthetic scenes.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// synthetic, refcoco, refcoco+, refcocog, grefcoco or refcocom.
+    #[arg(long)]
+    dataset: String,
+    /// Synthetic: seed of the generated scenes (the embedded model was trained on seed 1).
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
+    /// Synthetic: number of scenes (8 expressions each).
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    /// Published benchmarks: the dataset root (see docs/eval.md).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Published benchmarks: the split (val, testA, …).
+    #[arg(long)]
+    split: Option<String>,
+    /// Published benchmarks: the split scheme (unc, google, umd).
+    #[arg(long)]
+    split_by: Option<String>,
+    /// Published benchmarks: score this prediction file instead of running a model.
+    #[arg(long, conflicts_with_all = ["weights", "hub"])]
+    predictions: Option<PathBuf>,
+    /// Published benchmarks: score only the first N samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// A unires checkpoint directory (default: the embedded tiny model).
+    #[arg(long, conflicts_with = "hub")]
+    weights: Option<PathBuf>,
+    /// A hub repository holding a unires checkpoint: owner/name[@revision].
+    #[arg(long)]
+    hub: Option<String>,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn model_source(weights: &Option<PathBuf>, hub: &Option<String>) -> Source {
+    match (weights, hub) {
+        (Some(dir), _) => Source::Dir(dir.clone()),
+        (None, Some(spec)) => Source::hub(spec),
+        (None, None) => Source::Embedded,
+    }
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    use unires::eval::{self, DatasetKind, EvalOptions, Predictions};
+    let dtype = parse_dtype(&a.dtype)?;
+    if a.dataset.trim().eq_ignore_ascii_case("synthetic") {
+        let device = parse_device(&a.device)?;
+        let model = load(&model_source(&a.weights, &a.hub), &device, dtype)?;
+        let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
+        opts.progress = !a.quiet;
+        let report = eval::synthetic::evaluate_model(&model, &opts)?;
+        print!("{}", report.table());
+        if let Some(path) = &a.report {
+            let v = serde_json::to_value(&report).map_err(|e| Error::Json {
+                path: path.clone(),
+                source: e,
+            })?;
+            write_json(path, &v)?;
+        }
+        return Ok(());
+    }
+    let kind: DatasetKind = a.dataset.parse()?;
+    let root = a.root.as_ref().ok_or(Error::MissingArgument {
+        what: "--root (the dataset directory)",
+    })?;
+    let split = a
+        .split
+        .as_deref()
+        .ok_or(Error::MissingArgument { what: "--split" })?;
+    let ds = eval::load_dataset(kind, root, split, a.split_by.as_deref())?;
+    let sum = ds.summary();
+    eprintln!(
+        "loaded {} {}: {} images, {} referents, {} instances, {} sentences ({} no-target, {} multi-target)",
+        ds.name(),
+        ds.split(),
+        sum.images,
+        sum.refs,
+        sum.instances,
+        sum.sentences,
+        sum.no_target,
+        sum.multi_target
+    );
+    let opts = EvalOptions {
+        limit: a.limit,
+        progress: !a.quiet,
+    };
+    let report = match &a.predictions {
+        Some(p) => {
+            let preds = Predictions::from_path(p)?;
+            eval::score_predictions(ds.as_ref(), &preds, &opts)?
+        }
+        None => {
+            use unires::ProposalSource;
+            let device = parse_device(&a.device)?;
+            let model = load(&model_source(&a.weights, &a.hub), &device, dtype)?;
+            let limits = unires::config::Limits::default();
+            let search = unires::proposals::SelectiveSearch::default();
+            eval::evaluate(ds.as_ref(), &opts, |s| {
+                let image = unires::io::image::load_image(&s.image_path, &limits)?;
+                let proposals = search.propose(&image)?;
+                let enc = model.encode(&image, &proposals)?;
+                let g = s.granularity.unwrap_or(match kind {
+                    DatasetKind::GRefCoco => Granularity::Auto,
+                    _ => Granularity::Object,
+                });
+                Ok(model.segment(&enc, &s.sentence, g)?.mask)
+            })?
+        }
+    };
+    println!("{} {}: {} samples", report.dataset, report.split, report.n);
+    println!("| metric | value |\n|---|---:|");
+    for (k, v) in report.metrics.iter() {
+        println!("| {k} | {v:.2} |");
+    }
+    if let Some(path) = &a.report {
+        let v = serde_json::to_value(&report).map_err(|e| Error::Json {
+            path: path.clone(),
+            source: e,
+        })?;
+        write_json(path, &v)?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -91,6 +229,13 @@ fn segment(args: SegmentArgs) -> Result<()> {
         return Err(Error::EmptyExpression);
     }
     let limits = unires::config::Limits::default();
+    let chars = args.expression.trim().chars().count();
+    if chars > limits.max_expression_chars {
+        return Err(Error::ExpressionTooLong {
+            chars,
+            max: limits.max_expression_chars,
+        });
+    }
     let image = unires::io::image::load_image(&args.image, &limits)?;
     let proposals = match &args.boxes {
         Some(p) => unires::io::boxes::load_boxes(p, image.width(), image.height())?,
@@ -99,11 +244,7 @@ fn segment(args: SegmentArgs) -> Result<()> {
             unires::proposals::SelectiveSearch::default().propose(&image)?
         }
     };
-    let source = match (&args.weights, &args.hub) {
-        (Some(dir), _) => Source::Dir(dir.clone()),
-        (None, Some(spec)) => Source::hub(spec),
-        (None, None) => Source::Embedded,
-    };
+    let source = model_source(&args.weights, &args.hub);
     let dtype = match &args.dtype {
         Some(d) => parse_dtype(d)?,
         None if args.bf16 => DType::BF16,
@@ -280,6 +421,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Segment(a) => segment(a),
         Command::Assemble(a) => run_assemble(a),
+        Command::Eval(a) => run_eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -68,6 +68,7 @@ pub mod detector;
 pub mod query;
 pub mod render;
 pub mod rng;
+pub mod run;
 
 use image::RgbImage;
 
@@ -76,6 +77,7 @@ pub use detector::{detector_proposals, DetectorConfig};
 pub use query::{Cue, Description, Query, Relation};
 pub use render::Background;
 pub use rng::SplitMix64;
+pub use run::{evaluate_model, SyntheticEvalOptions, SyntheticReport};
 
 use crate::types::{BoxXyxy, Granularity, Mask, Proposals};
 
