@@ -7,6 +7,21 @@
 //! high-resolution image, object/part proposals pooled by ROI Align into region tokens, a
 //! LLaMA-family LLM, and a SAM-style mask decoder driven by the `[SEG]` token.
 //!
+//! ## Example
+//! ```no_run
+//! use candle_core::{DType, Device};
+//! use unires::{Granularity, ProposalSource, Source};
+//! # fn main() -> unires::Result<()> {
+//! let model = unires::load(&Source::Embedded, &Device::Cpu, DType::F32)?;
+//! let image = unires::io::image::load_image("scene.png".as_ref(), &Default::default())?;
+//! let boxes = unires::proposals::SelectiveSearch::default().propose(&image)?; // or your detector
+//! let encoded = model.encode(&image, &boxes)?; // once per image
+//! let seg = model.segment(&encoded, "the handle of the mug", Granularity::Auto)?; // per phrase
+//! println!("{} {:.2} {} px", seg.granularity, seg.score, seg.mask.area());
+//! unires::io::mask::save_mask_png(&seg.mask, "mask.png")?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Cargo features
 //! | feature | default | what it adds |
 //! |---|---|---|
@@ -27,6 +42,8 @@ pub mod types;
 
 pub use config::UniResConfig;
 pub use error::{Error, Result};
+pub use io::weights::{load, Source};
+pub use model::unires::{EncodedImage, UniRes};
 pub use types::{
     BoxXyxy, FixedProposals, Granularity, Instance, Mask, ProposalSource, Proposals, Segmentation,
 };

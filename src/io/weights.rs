@@ -57,9 +57,14 @@ pub struct EmbeddedFiles {
     pub tokenizer: &'static [u8],
 }
 
-/// The embedded `tiny` checkpoint.
+/// The embedded `tiny` checkpoint (`weights/tiny/`, trained by
+/// `examples/train_synthetic.rs`; see weights.md).
 pub fn embedded() -> Option<EmbeddedFiles> {
-    None
+    Some(EmbeddedFiles {
+        config: include_bytes!("../../weights/tiny/config.json"),
+        weights: include_bytes!("../../weights/tiny/model.safetensors"),
+        tokenizer: include_bytes!("../../weights/tiny/tokenizer.json"),
+    })
 }
 
 /// The compute dtypes a model can be loaded in.
