@@ -125,15 +125,7 @@ fn train_scene(
         samples.swap(i, j);
     }
     samples.truncate(q);
-    let queries = samples
-        .into_iter()
-        .map(|s| TrainQuery {
-            target_boxes: s.targets.iter().map(|t| t.bbox).collect(),
-            expression: s.expression,
-            granularity: s.granularity,
-            target: s.mask,
-        })
-        .collect();
+    let queries = samples.into_iter().map(TrainQuery::from).collect();
     let attributes = attributes(&ep.scene);
     Ok(TrainScene {
         attributes,

@@ -45,6 +45,17 @@ pub struct RegionAttribute {
     pub label: u32,
 }
 
+impl From<crate::eval::synthetic::Sample> for TrainQuery {
+    fn from(s: crate::eval::synthetic::Sample) -> Self {
+        Self {
+            target_boxes: s.targets.iter().map(|t| t.bbox).collect(),
+            expression: s.expression,
+            granularity: s.granularity,
+            target: s.mask,
+        }
+    }
+}
+
 /// One training scene.
 #[derive(Debug, Clone)]
 pub struct TrainScene {

@@ -24,12 +24,7 @@ fn batch() -> Vec<TrainScene> {
         .into_iter()
         .filter(|s| s.mask.is_some())
         .take(2)
-        .map(|s| TrainQuery {
-            target_boxes: s.targets.iter().map(|t| t.bbox).collect(),
-            expression: s.expression,
-            granularity: s.granularity,
-            target: s.mask,
-        })
+        .map(TrainQuery::from)
         .collect();
     vec![TrainScene {
         image: ep.scene.image,

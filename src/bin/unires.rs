@@ -62,15 +62,8 @@ struct EvalArgs {
     /// Published benchmarks: score only the first N samples.
     #[arg(long)]
     limit: Option<usize>,
-    /// A unires checkpoint directory (default: the embedded tiny model).
-    #[arg(long, conflicts_with = "hub")]
-    weights: Option<PathBuf>,
-    /// A hub repository holding a unires checkpoint: owner/name[@revision].
-    #[arg(long)]
-    hub: Option<String>,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Compute dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -82,8 +75,8 @@ struct EvalArgs {
     quiet: bool,
 }
 
-fn model_source(weights: &Option<PathBuf>, hub: &Option<String>) -> Source {
-    match (weights, hub) {
+fn model_source(m: &ModelArgs) -> Source {
+    match (&m.weights, &m.hub) {
         (Some(dir), _) => Source::Dir(dir.clone()),
         (None, Some(spec)) => Source::hub(spec),
         (None, None) => Source::Embedded,
@@ -94,8 +87,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     use unires::eval::{self, DatasetKind, EvalOptions, Predictions};
     let dtype = parse_dtype(&a.dtype)?;
     if a.dataset.trim().eq_ignore_ascii_case("synthetic") {
-        let device = parse_device(&a.device)?;
-        let model = load(&model_source(&a.weights, &a.hub), &device, dtype)?;
+        let device = parse_device(&a.model.device)?;
+        let model = load(&model_source(&a.model), &device, dtype)?;
         let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
         opts.progress = !a.quiet;
         let report = eval::synthetic::evaluate_model(&model, &opts)?;
@@ -141,8 +134,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         }
         None => {
             use unires::ProposalSource;
-            let device = parse_device(&a.device)?;
-            let model = load(&model_source(&a.weights, &a.hub), &device, dtype)?;
+            let device = parse_device(&a.model.device)?;
+            let model = load(&model_source(&a.model), &device, dtype)?;
             let limits = unires::config::Limits::default();
             let search = unires::proposals::SelectiveSearch::default();
             eval::evaluate(ds.as_ref(), &opts, |s| {
@@ -172,6 +165,21 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the model comes from and where it runs.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// A unires checkpoint directory (default: the embedded tiny model).
+    #[arg(long, conflicts_with = "hub")]
+    weights: Option<PathBuf>,
+    /// A hub repository holding a unires checkpoint: owner/name[@revision]. Honours HF_HOME,
+    /// HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN.
+    #[arg(long)]
+    hub: Option<String>,
+    /// cpu, cuda[:N] or metal (GPUs need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
 #[derive(clap::Args)]
 struct SegmentArgs {
     /// Input image (PNG, JPEG or BMP).
@@ -187,16 +195,8 @@ struct SegmentArgs {
     /// built-in proposal generator is used.
     #[arg(long)]
     boxes: Option<PathBuf>,
-    /// A unires checkpoint directory (default: the embedded tiny model).
-    #[arg(long, conflicts_with = "hub")]
-    weights: Option<PathBuf>,
-    /// A hub repository holding a unires checkpoint: owner/name[@revision]. Honours HF_HOME,
-    /// HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN.
-    #[arg(long)]
-    hub: Option<String>,
-    /// cpu, cuda[:N] or metal (GPUs need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Compute dtype: f32, f16 or bf16.
     #[arg(long, conflicts_with = "bf16")]
     dtype: Option<String>,
@@ -244,13 +244,13 @@ fn segment(args: SegmentArgs) -> Result<()> {
             unires::proposals::SelectiveSearch::default().propose(&image)?
         }
     };
-    let source = model_source(&args.weights, &args.hub);
+    let source = model_source(&args.model);
     let dtype = match &args.dtype {
         Some(d) => parse_dtype(d)?,
         None if args.bf16 => DType::BF16,
         None => DType::F32,
     };
-    let device = parse_device(&args.device)?;
+    let device = parse_device(&args.model.device)?;
     let model = load(&source, &device, dtype)?;
     let encoded = model.encode(&image, &proposals)?;
     let seg = model.segment(&encoded, &args.expression, granularity)?;
@@ -429,5 +429,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (argument ids named in conflicts exist, no clashes).
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
