@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Parser;
 use unires::config::UniResConfig;
 use unires::eval::synthetic::{self, vocabulary, SyntheticConfig};
-use unires::model::prompt::{word_level_tokenizer_json, PromptBuilder};
+use unires::model::prompt::word_level_prompt;
 use unires::proposals::SelectiveSearch;
 use unires::train::{RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer};
 use unires::ProposalSource;
@@ -141,12 +141,8 @@ fn main() -> unires::Result<()> {
     if let Some(h) = args.hires {
         cfg.hires.image_size = h;
     }
-    let prompt_words = ["user", "assistant", ":", ".", "please", "segment"];
-    let mut words: Vec<&str> = prompt_words.to_vec();
-    words.extend(vocabulary());
-    let tokenizer_json = word_level_tokenizer_json(&words, &cfg.tokens);
-    let tok = PromptBuilder::tokenizer_from_json(tokenizer_json.as_bytes())?;
-    let prompt = PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits)?;
+    let (prompt, tokenizer_json) =
+        word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &vocabulary())?;
     let opts = TrainOptions {
         seed: args.seed,
         steps: args.steps,

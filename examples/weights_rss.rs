@@ -15,7 +15,7 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 use unires::config::UniResConfig;
 use unires::io::weights::{check_dir, load_dir};
-use unires::model::prompt::{word_level_tokenizer_json, PromptBuilder};
+use unires::model::prompt::{word_level_prompt, PromptBuilder};
 use unires::model::unires::UniRes;
 
 fn status_kb(field: &str) -> u64 {
@@ -39,25 +39,13 @@ fn config() -> UniResConfig {
     c
 }
 
-fn prompt(cfg: &UniResConfig) -> PromptBuilder {
-    let words = [
-        "user",
-        "assistant",
-        ":",
-        ".",
-        "please",
-        "segment",
-        "the",
-        "mug",
-    ];
-    let json = word_level_tokenizer_json(&words, &cfg.tokens);
-    let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
-    PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap()
+fn prompt(cfg: &UniResConfig) -> (PromptBuilder, String) {
+    word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &["the", "mug"]).unwrap()
 }
 
 fn write(dir: &Path) {
     let cfg = config();
-    let p = prompt(&cfg);
+    let (p, json) = prompt(&cfg);
     let (_, vars) = unires::train::fresh_model(&cfg, p, 1, DType::F32).unwrap();
     let map: std::collections::HashMap<String, Tensor> = vars
         .data()
@@ -69,19 +57,6 @@ fn write(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_json_string()).unwrap();
-    let json = word_level_tokenizer_json(
-        &[
-            "user",
-            "assistant",
-            ":",
-            ".",
-            "please",
-            "segment",
-            "the",
-            "mug",
-        ],
-        &cfg.tokens,
-    );
     std::fs::write(dir.join("tokenizer.json"), json).unwrap();
 }
 

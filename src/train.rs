@@ -66,22 +66,25 @@ pub struct TrainScene {
     pub attributes: Vec<RegionAttribute>,
 }
 
+/// The label of the attribute box of kind `part` that overlaps `b` most, if its IoU is at
+/// least `min_iou`.
+fn best_attribute(attrs: &[RegionAttribute], b: &BoxXyxy, part: bool, min_iou: f32) -> Option<u32> {
+    attrs
+        .iter()
+        .filter(|a| a.part == part)
+        .map(|a| (a.bbox.iou(b), a.label))
+        .filter(|(iou, _)| *iou >= min_iou)
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+        .map(|(_, l)| l)
+}
+
 /// Attribute label of each proposal (objects, then parts): the label of the best-matching
 /// attribute box of the same kind with IoU ≥ 0.5.
 pub fn attribute_labels(p: &Proposals, attrs: &[RegionAttribute]) -> Vec<Option<u32>> {
-    let best = |b: &BoxXyxy, part: bool| {
-        attrs
-            .iter()
-            .filter(|a| a.part == part)
-            .map(|a| (a.bbox.iou(b), a.label))
-            .filter(|(iou, _)| *iou >= 0.5)
-            .max_by(|x, y| x.0.total_cmp(&y.0))
-            .map(|(_, l)| l)
-    };
     p.objects
         .iter()
-        .map(|b| best(b, false))
-        .chain(p.parts.iter().map(|b| best(b, true)))
+        .map(|b| best_attribute(attrs, b, false, 0.5))
+        .chain(p.parts.iter().map(|b| best_attribute(attrs, b, true, 0.5)))
         .collect()
 }
 
@@ -470,14 +473,15 @@ pub fn batch_loss(
         Some(head) if w.attributes > 0.0 && r_max > 0 => {
             let mut lab = vec![0u32; nq * r_max];
             let mut m = vec![0f32; nq * r_max];
+            // Once per scene: every query of a scene shares its proposals.
+            let per_scene: Vec<Vec<Option<u32>>> = scenes
+                .iter()
+                .zip(&props)
+                .map(|(s, p)| attribute_labels(p, &s.attributes))
+                .collect();
             for i in 0..nq {
-                let b = query_scene[i];
-                for (j, l) in attribute_labels(&props[b], &scenes[b].attributes)
-                    .into_iter()
-                    .enumerate()
-                    .take(r_max)
-                {
-                    if let Some(l) = l {
+                for (j, l) in per_scene[query_scene[i]].iter().enumerate().take(r_max) {
+                    if let Some(l) = *l {
                         lab[i * r_max + j] = l;
                         m[i * r_max + j] = 1.0;
                     }
@@ -490,14 +494,8 @@ pub fn batch_loss(
             for (i, q) in queries.iter().enumerate() {
                 if let (Some(_), [tb]) = (&q.target, q.target_boxes.as_slice()) {
                     let part = q.granularity == Granularity::Part;
-                    let found = scenes[query_scene[i]]
-                        .attributes
-                        .iter()
-                        .filter(|a| a.part == part)
-                        .map(|a| (a.bbox.iou(tb), a.label))
-                        .filter(|(iou, _)| *iou >= 0.9)
-                        .max_by(|x, y| x.0.total_cmp(&y.0));
-                    if let Some((_, l)) = found {
+                    let attrs = &scenes[query_scene[i]].attributes;
+                    if let Some(l) = best_attribute(attrs, tb, part, 0.9) {
                         seg_lab[i] = l;
                         seg_m[i] = 1.0;
                     }

@@ -3,30 +3,14 @@
 
 use candle_core::DType;
 use unires::config::UniResConfig;
-use unires::model::prompt::{word_level_tokenizer_json, PromptBuilder};
+use unires::model::prompt::word_level_prompt;
 use unires::model::unires::UniRes;
 use unires::{BoxXyxy, Error, Granularity, Proposals};
 
 fn model(seed: u64) -> UniRes {
     let cfg = UniResConfig::tiny();
-    let words = [
-        "user",
-        "assistant",
-        ":",
-        ".",
-        "please",
-        "segment",
-        "the",
-        "red",
-        "mug",
-        "handle",
-        "of",
-        "all",
-        "mugs",
-    ];
-    let json = word_level_tokenizer_json(&words, &cfg.tokens);
-    let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
-    let prompt = PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap();
+    let words = ["the", "red", "mug", "handle", "of", "all", "mugs"];
+    let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words).unwrap();
     unires::train::fresh_model(&cfg, prompt, seed, DType::F32)
         .unwrap()
         .0

@@ -3,18 +3,16 @@
 //! match proposals to ground truth as documented.
 
 use unires::eval::synthetic::{self, vocabulary, SyntheticConfig};
-use unires::model::prompt::{word_level_tokenizer_json, PromptBuilder};
+use unires::model::prompt::{word_level_prompt, PromptBuilder};
 use unires::train::{
     attribute_labels, LossWeights, RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer,
 };
 use unires::{BoxXyxy, Proposals, UniResConfig};
 
 fn prompt(cfg: &UniResConfig) -> PromptBuilder {
-    let mut words = vec!["user", "assistant", ":", ".", "please", "segment"];
-    words.extend(vocabulary());
-    let json = word_level_tokenizer_json(&words, &cfg.tokens);
-    let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
-    PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap()
+    word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &vocabulary())
+        .unwrap()
+        .0
 }
 
 fn batch() -> Vec<TrainScene> {

@@ -146,6 +146,29 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
+/// Test helper: every variable of `varmap` got a finite, non-zero gradient from `loss`.
+#[cfg(test)]
+pub(crate) fn assert_every_variable_has_a_gradient(
+    varmap: &candle_nn::VarMap,
+    loss: &Tensor,
+    context: &str,
+) -> Result<()> {
+    let grads = loss.backward()?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|e| crate::error::Error::shape("test", e.to_string()))?;
+    for (name, var) in data.iter() {
+        let n = grads
+            .get(var.as_tensor())
+            .map(|g| g.sqr()?.sum_all()?.to_scalar::<f32>())
+            .transpose()?
+            .unwrap_or(0.0);
+        assert!(n.is_finite() && n > 0.0, "{name}{context}: |grad|² = {n}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,6 +227,57 @@ pub fn special_token_list(tokens: &TokensConfig) -> Vec<String> {
     v
 }
 
+/// The words of the chat template itself (system, user and assistant text without the
+/// `{regions}` / `{expression}` placeholders and special tokens), lowercased and split as the
+/// word-level tokenizer splits text: runs of letters, digits and `_`, and runs of other
+/// non-space characters.
+pub fn template_words(prompt: &PromptConfig, tokens: &TokensConfig) -> Vec<String> {
+    let mut text = [&prompt.system, &prompt.user, &prompt.assistant]
+        .map(|t| t.replace("{regions}", " ").replace("{expression}", " "))
+        .join(" ");
+    for t in special_token_list(tokens) {
+        text = text.replace(&t, " ");
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut cur_word = false;
+    for c in text.to_lowercase().chars() {
+        let word = c.is_alphanumeric() || c == '_';
+        if (c.is_whitespace() || word != cur_word) && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !c.is_whitespace() {
+            cur.push(c);
+            cur_word = word;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|w| seen.insert(w.clone()));
+    out
+}
+
+/// A prompt builder on a word-level tokenizer over the template's own words
+/// ([`template_words`]) and `words`, with that tokenizer's `tokenizer.json` text.
+pub fn word_level_prompt(
+    prompt: &PromptConfig,
+    tokens: &TokensConfig,
+    limits: &Limits,
+    words: &[&str],
+) -> Result<(PromptBuilder, String)> {
+    let own = template_words(prompt, tokens);
+    let all: Vec<&str> = own
+        .iter()
+        .map(String::as_str)
+        .chain(words.iter().copied())
+        .collect();
+    let json = word_level_tokenizer_json(&all, tokens);
+    let tok = PromptBuilder::tokenizer_from_json(json.as_bytes())?;
+    Ok((PromptBuilder::new(tok, tokens, prompt, limits)?, json))
+}
+
 /// A word-level `tokenizer.json` (lowercasing, whitespace/punctuation splitting, `<s>` BOS)
 /// over the special tokens and `words` — what the `tiny` preset uses.
 pub fn word_level_tokenizer_json(words: &[&str], tokens: &TokensConfig) -> String {
@@ -278,20 +329,23 @@ mod tests {
 
     fn builder() -> PromptBuilder {
         let cfg = UniResConfig::tiny();
-        let words = [
-            "user",
-            "assistant",
-            ":",
-            ".",
-            "please",
-            "segment",
-            "the",
-            "red",
-            "mug",
-        ];
-        let json = word_level_tokenizer_json(&words, &cfg.tokens);
-        let tok = PromptBuilder::tokenizer_from_json(json.as_bytes()).unwrap();
-        PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits).unwrap()
+        word_level_prompt(
+            &cfg.prompt,
+            &cfg.tokens,
+            &cfg.limits,
+            &["the", "red", "mug"],
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn template_words_are_the_tokenizer_splits() {
+        let cfg = UniResConfig::tiny();
+        assert_eq!(
+            template_words(&cfg.prompt, &cfg.tokens),
+            ["user", ":", "please", "segment", ".", "assistant"]
+        );
     }
 
     #[test]

@@ -482,19 +482,11 @@ mod tests {
                 .to_scalar::<f32>()?;
             assert!(d < 1e-4, "composed vs fused at {h}x{w}: {d}");
             let loss = (a.last_hidden_state.sqr()?.sum_all()? + a.pooler_output.sum_all()?)?;
-            let grads = loss.backward()?;
-            let data = varmap
-                .data()
-                .lock()
-                .map_err(|e| Error::shape("test", e.to_string()))?;
-            for (name, var) in data.iter() {
-                let n = grads
-                    .get(var.as_tensor())
-                    .map(|g| g.sqr()?.sum_all()?.to_scalar::<f32>())
-                    .transpose()?
-                    .unwrap_or(0.0);
-                assert!(n.is_finite() && n > 0.0, "{name} at {h}x{w}: |grad|² = {n}");
-            }
+            crate::model::nn::assert_every_variable_has_a_gradient(
+                &varmap,
+                &loss,
+                &format!(" at {h}x{w}"),
+            )?;
         }
         Ok(())
     }
