@@ -1,6 +1,7 @@
 //! Trains the `tiny` preset on the synthetic multi-granularity benchmark and writes a
 //! checkpoint directory (`config.json`, `model.safetensors`, `tokenizer.json`,
-//! `train_log.json`) that `unires segment --weights DIR` and `unires eval` load.
+//! `train_log.json`) that `unires segment --weights DIR` and `unires eval` load, plus
+//! `aux.safetensors` (the training-only heads, read back by `--init` to continue a run).
 //!
 //! ```text
 //! cargo run --release --example train_synthetic -- --out weights/tiny
@@ -16,7 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use unires::config::UniResConfig;
 use unires::eval::synthetic::{self, vocabulary, SyntheticConfig};
-use unires::model::prompt::word_level_prompt;
+use unires::model::prompt::{word_level_prompt, PromptBuilder};
 use unires::proposals::SelectiveSearch;
 use unires::train::{RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer};
 use unires::ProposalSource;
@@ -68,6 +69,20 @@ struct Args {
     /// parent colour of parts, predicted from the LLM's region states; 0 = off).
     #[arg(long, default_value_t = 0.5)]
     attribute_weight: f64,
+    /// Weight of the auxiliary position loss (the box encoding of each region and of the
+    /// target of single-target expressions, regressed from the LLM states by one head; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    position_weight: f64,
+    /// Probability that a positive object/part expression is about an object whose class
+    /// repeats in the scene (these need colour or a relation); the benchmark's default is 0.3.
+    #[arg(long, default_value_t = 0.3)]
+    sibling_target_prob: f32,
+    /// Weight of the no-target (target score) loss.
+    #[arg(long, default_value_t = 0.5)]
+    target_weight: f64,
+    /// Weight of the competing-selection cross-entropy (part and object queries).
+    #[arg(long, default_value_t = 1.0)]
+    rank_weight: f64,
     /// Weight of the region-selection loss.
     #[arg(long, default_value_t = 1.0)]
     select_weight: f64,
@@ -141,8 +156,23 @@ fn main() -> unires::Result<()> {
     if let Some(h) = args.hires {
         cfg.hires.image_size = h;
     }
-    let (prompt, tokenizer_json) =
-        word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &vocabulary())?;
+    // A run that starts from a checkpoint keeps that checkpoint's tokenizer: its embedding
+    // rows are indexed by those ids (a freshly built vocabulary may order words differently).
+    let init_tokenizer = args
+        .init
+        .as_ref()
+        .map(|d| d.join("tokenizer.json"))
+        .filter(|p| p.exists());
+    let (prompt, tokenizer_json) = match &init_tokenizer {
+        Some(path) => {
+            let json = std::fs::read_to_string(path).map_err(|e| unires::Error::io(path, e))?;
+            let tok = PromptBuilder::tokenizer_from_json(json.as_bytes())?;
+            let prompt = PromptBuilder::new(tok, &cfg.tokens, &cfg.prompt, &cfg.limits)?;
+            eprintln!("tokenizer from {}", path.display());
+            (prompt, json)
+        }
+        None => word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &vocabulary())?,
+    };
     let opts = TrainOptions {
         seed: args.seed,
         steps: args.steps,
@@ -151,6 +181,9 @@ fn main() -> unires::Result<()> {
         weights: unires::train::LossWeights {
             select: args.select_weight,
             attributes: args.attribute_weight,
+            position: args.position_weight,
+            target: args.target_weight,
+            rank: args.rank_weight,
             ..Default::default()
         },
         ..TrainOptions::default()
@@ -160,7 +193,15 @@ fn main() -> unires::Result<()> {
         Trainer::with_attribute_classes(&cfg, prompt, opts.clone(), ATTRIBUTE_CLASSES)?;
     if let Some(dir) = &args.init {
         let path = dir.join("model.safetensors");
-        let loaded = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)?;
+        let mut loaded = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)?;
+        // The training-only heads of the run it continues, when that run saved them.
+        let aux = dir.join("aux.safetensors");
+        if aux.exists() {
+            loaded.extend(candle_core::safetensors::load(
+                &aux,
+                &candle_core::Device::Cpu,
+            )?);
+        }
         let vars = trainer
             .varmap
             .data()
@@ -195,11 +236,14 @@ fn main() -> unires::Result<()> {
     };
     write("config.json", &cfg_json)?;
     write("tokenizer.json", &tokenizer_json)?;
-    let data_cfg = SyntheticConfig::mixed_sizes();
+    let data_cfg = SyntheticConfig {
+        sibling_target_prob: args.sibling_target_prob,
+        ..SyntheticConfig::mixed_sizes()
+    };
     let mut rng = synthetic::SplitMix64::new(args.data_seed ^ 0x7472_6169_6e00);
     let start = Instant::now();
     let mut log = Vec::new();
-    let mut avg = [0f64; 7];
+    let mut avg = [0f64; 9];
     let mut n_avg = 0usize;
     let mut done = 0usize;
     for step in 0..args.steps {
@@ -223,6 +267,8 @@ fn main() -> unires::Result<()> {
             parts.target,
             parts.select,
             parts.attributes,
+            parts.position,
+            parts.rank,
         ]) {
             *a += f64::from(v);
         }
@@ -231,21 +277,22 @@ fn main() -> unires::Result<()> {
             let m: Vec<f64> = avg.iter().map(|a| a / n_avg as f64).collect();
             let secs = start.elapsed().as_secs_f64();
             eprintln!(
-                "step {done:5}  loss {:.4}  bce {:.4}  dice {:.4}  gran {:.4}  target {:.4}  select {:.4}  attr {:.4}  |g| {norm:.2}  lr {:.2e}  {secs:.0}s",
-                m[0], m[1], m[2], m[3], m[4], m[5], m[6],
+                "step {done:5}  loss {:.4}  bce {:.4}  dice {:.4}  gran {:.4}  target {:.4}  select {:.4}  attr {:.4}  pos {:.4}  rank {:.4}  |g| {norm:.2}  lr {:.2e}  {secs:.0}s",
+                m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8],
                 unires::train::lr_at(&opts, step)
             );
             log.push(serde_json::json!({
                 "step": done, "seconds": secs, "loss": m[0], "mask_bce": m[1],
                 "mask_dice": m[2], "granularity": m[3], "target": m[4], "select": m[5],
-                "attributes": m[6],
+                "attributes": m[6], "position": m[7], "rank": m[8],
                 "grad_norm": norm,
             }));
-            avg = [0.0; 7];
+            avg = [0.0; 9];
             n_avg = 0;
         }
         if done % args.save_every == 0 {
             trainer.save(&args.out.join("model.safetensors"), store)?;
+            trainer.save_aux(&args.out.join("aux.safetensors"))?;
         }
         if let Some(max) = args.max_seconds {
             if start.elapsed().as_secs_f64() > max {
@@ -256,11 +303,12 @@ fn main() -> unires::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     trainer.save(&args.out.join("model.safetensors"), store)?;
+    trainer.save_aux(&args.out.join("aux.safetensors"))?;
     let summary = serde_json::json!({
         "steps": done, "batch": args.batch, "queries": args.queries, "seed": args.seed,
         "data_seed": args.data_seed, "lr": args.lr, "warmup": args.warmup,
         "selective_search": args.selective_search,
-        "teacher_forcing": args.teacher_forcing, "attribute_weight": args.attribute_weight, "select_weight": args.select_weight, "init": args.init, "hires": cfg.hires.image_size,
+        "teacher_forcing": args.teacher_forcing, "attribute_weight": args.attribute_weight, "select_weight": args.select_weight, "position_weight": args.position_weight, "target_weight": args.target_weight, "rank_weight": args.rank_weight, "sibling_target_prob": args.sibling_target_prob, "init": args.init, "hires": cfg.hires.image_size,
         "parameters": n_params, "seconds": secs, "log": log,
     });
     write(

@@ -155,6 +155,12 @@ pub struct RegionConfig {
     pub max_parts: usize,
     /// Width of the region-selection space ("dynamic feature exploitation").
     pub select_dim: usize,
+    /// For part and object queries (one referent), the box prompts are weighted by a softmax
+    /// of the selection logits over the proposals of that kind, so that the proposals compete
+    /// (a relation such as "on the left" then only has to rank them); multi-object queries
+    /// always use independent sigmoids. `false`: sigmoids for every query.
+    #[serde(default)]
+    pub single_target_softmax: bool,
 }
 
 // ------------------------------------------------------------------------------------- LLM
@@ -532,6 +538,7 @@ impl UniResConfig {
                 max_objects: 16,
                 max_parts: 32,
                 select_dim: 64,
+                single_target_softmax: true,
             },
             llm: LlamaConfig {
                 vocab_size: 128,
@@ -625,6 +632,7 @@ impl UniResConfig {
                 max_objects: 16,
                 max_parts: 32,
                 select_dim: 256,
+                single_target_softmax: true,
             },
             llm: LlamaConfig {
                 vocab_size: 32007,

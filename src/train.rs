@@ -6,7 +6,9 @@
 //! forcing — causal attention makes right padding harmless); the head runs on all queries.
 //! Losses: per-pixel BCE + Dice on the mask of the ground-truth granularity token (positive
 //! queries), cross-entropy over the three granularity tokens, BCE of the no-target head,
-//! BCE of region selection against proposals matching the target (IoU ≥ 0.5).
+//! BCE of region selection against proposals matching the target (IoU ≥ 0.5), and for part
+//! and object queries the cross-entropy of the competing (softmax) selection; optional
+//! auxiliary attribute and position losses on the LLM states ([`AuxHeads`]).
 
 use std::path::Path;
 
@@ -88,6 +90,10 @@ pub fn attribute_labels(p: &Proposals, attrs: &[RegionAttribute]) -> Vec<Option<
         .collect()
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 /// Loss weights.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct LossWeights {
@@ -100,6 +106,15 @@ pub struct LossWeights {
     /// [`TrainScene::attributes`]).
     #[serde(default)]
     pub attributes: f64,
+    /// Auxiliary position loss (needs a position head): the sin/cos encoding of each
+    /// region's box, and of the target box of single-target queries from the `[SEG]` state,
+    /// regressed by one shared head (squared error).
+    #[serde(default)]
+    pub position: f64,
+    /// Cross-entropy of the competing selection (part and object queries, when the model
+    /// has `region.single_target_softmax`): the softmax mass on the matching proposals.
+    #[serde(default = "one")]
+    pub rank: f64,
     /// Teacher forcing of the box prompts: weight α of the ground-truth selection in the
     /// selection weights the mask decoder sees (0 = the model's own, as at inference).
     #[serde(default)]
@@ -115,6 +130,8 @@ impl Default for LossWeights {
             target: 0.5,
             select: 1.0,
             attributes: 0.0,
+            position: 0.0,
+            rank: 1.0,
             teacher_forcing: 0.0,
         }
     }
@@ -130,6 +147,8 @@ pub struct LossParts {
     pub target: f32,
     pub select: f32,
     pub attributes: f32,
+    pub position: f32,
+    pub rank: f32,
 }
 
 /// `mean(max(x, 0) − x·t + log(1 + e^{−|x|}))`, numerically stable BCE with logits.
@@ -210,15 +229,28 @@ pub fn select_labels(p: &Proposals, q: &TrainQuery) -> Vec<f32> {
         .collect()
 }
 
-/// Computes the training loss of one batch.
-/// `attribute_head`, when given, maps last-layer region states to attribute logits for the
-/// auxiliary loss (a training-only head, not part of the checkpoint).
+/// Frequencies of the box encoding that the position loss regresses (π, 2π, 4π: coarse
+/// enough to be read from a state, fine enough to tell the boxes of one scene apart).
+pub const POSITION_FREQS: usize = 3;
+
+/// Training-only heads on last-layer LLM states (variables under `aux.`, never saved).
+#[derive(Debug, Clone, Default)]
+pub struct AuxHeads {
+    /// Region and `[SEG]` states → attribute logits (see [`RegionAttribute`]).
+    pub attributes: Option<crate::model::nn::Linear>,
+    /// Region and `[SEG]` states → the box encoding of their box (the target's for `[SEG]`).
+    pub position: Option<crate::model::nn::Linear>,
+}
+
+/// Computes the training loss of one batch, with the auxiliary losses of the `aux` heads
+/// that are present and weighted.
 pub fn batch_loss(
     model: &UniRes,
     scenes: &[TrainScene],
     w: &LossWeights,
-    attribute_head: Option<&crate::model::nn::Linear>,
+    aux: &AuxHeads,
 ) -> Result<(Tensor, LossParts)> {
+    let attribute_head = aux.attributes.as_ref();
     let cfg = model.config().clone();
     let dev = model.device().clone();
     let dtype = model.dtype();
@@ -370,10 +402,17 @@ pub fn batch_loss(
     let mut valid = Vec::with_capacity(nq * r_max);
     let mut rboxes = Vec::with_capacity(nq * r_max * 4);
     let mut sel_t = Vec::with_capacity(nq * r_max);
+    let mut compete = Vec::with_capacity(nq * r_max);
     for (i, pos) in region_pos.iter().enumerate() {
         let b = query_scene[i];
         let labels = select_labels(&props[b], queries[i]);
+        let row = model.compete_row(
+            queries[i].granularity,
+            props[b].objects.len(),
+            props[b].parts.len(),
+        );
         for j in 0..r_max {
+            compete.push(row.get(j).copied().unwrap_or(0.0));
             if j < pos.len() {
                 rp.push((i * s_max + pos[j]) as u32);
                 valid.push(1f32);
@@ -407,6 +446,7 @@ pub fn batch_loss(
     let s1 = skips.0.index_select(&qidx, 0)?;
     let s2 = skips.1.index_select(&qidx, 0)?;
     let sel_labels = Tensor::from_vec(sel_t, (nq, r_max), &dev)?;
+    let compete_t = Tensor::from_vec(compete, (nq, r_max), &dev)?;
     let forced = if w.teacher_forcing > 0.0 && r_max > 0 {
         Some((&sel_labels, w.teacher_forcing))
     } else {
@@ -419,6 +459,7 @@ pub fn batch_loss(
         &rboxes_t,
         &dense_q,
         (&s1, &s2),
+        Some(&compete_t),
         forced,
     )?;
 
@@ -443,6 +484,25 @@ pub fn batch_loss(
             &sel_labels,
             &valid_t,
         )?
+    } else {
+        Tensor::new(0f32, &dev)?
+    };
+    // Competing proposals (part and object queries): −log of the softmax mass on the
+    // proposals that match the target, over the queries that have such a proposal.
+    let l_rank = if r_max > 0 && w.rank > 0.0 {
+        let pos = (&sel_labels * &compete_t)?;
+        let rows: Vec<f32> = pos.max(1)?.to_vec1()?;
+        if rows.iter().any(|&x| x > 0.0) {
+            let logits = out.select_logits.to_dtype(DType::F32)?;
+            let masked = (&logits + ((&compete_t - 1.0)? * 1e4)?)?;
+            let p = candle_nn::ops::softmax_last_dim(&masked)?;
+            let mass = ((p * &pos)?.sum(1)? + 1e-6)?.log()?.neg()?;
+            let has = Tensor::from_vec(rows.clone(), nq, &dev)?;
+            let n = rows.iter().filter(|&&x| x > 0.0).count() as f64;
+            ((mass * has)?.sum_all()? / n)?
+        } else {
+            Tensor::new(0f32, &dev)?
+        }
     } else {
         Tensor::new(0f32, &dev)?
     };
@@ -522,10 +582,57 @@ pub fn batch_loss(
         }
         _ => Tensor::new(0f32, &dev)?,
     };
+    let l_pos = match &aux.position {
+        Some(head) if w.position > 0.0 && r_max > 0 => {
+            // Region states regress their own box; the [SEG] state of a single-target query
+            // regresses its target's box, with the same head, so that the selection can
+            // match a position that the expression resolved (left, biggest, …).
+            let mut rows = Vec::new();
+            let mut seg_boxes = Vec::new();
+            for (i, q) in queries.iter().enumerate() {
+                if let (Some(_), [tb]) = (&q.target, q.target_boxes.as_slice()) {
+                    let g = &geos[query_scene[i]];
+                    let (sx, sy) = g.scale();
+                    let (pw, ph) = (g.padded_w as f32, g.padded_h as f32);
+                    rows.push(i as u32);
+                    seg_boxes.extend_from_slice(&[
+                        tb.x1 * sx / pw,
+                        tb.y1 * sy / ph,
+                        tb.x2 * sx / pw,
+                        tb.y2 * sy / ph,
+                    ]);
+                }
+            }
+            let e = 8 * POSITION_FREQS;
+            let region_pred = head.forward(&region_hidden.reshape((nq * r_max, h))?)?;
+            let region_t = crate::model::region::box_encoding(
+                &rboxes_t.reshape((nq * r_max, 4))?,
+                POSITION_FREQS,
+            )?;
+            let valid_flat = valid_t.reshape((nq * r_max, 1))?;
+            let d = (region_pred - region_t)?.to_dtype(DType::F32)?.sqr()?;
+            let mut num = d.broadcast_mul(&valid_flat)?.sum_all()?;
+            let mut den = valid_flat.sum_all()?.to_scalar::<f32>()? as f64 * e as f64;
+            if !rows.is_empty() {
+                let k = rows.len();
+                let sp = head
+                    .forward(&seg_hidden.index_select(&Tensor::new(rows.as_slice(), &dev)?, 0)?)?;
+                let st = crate::model::region::box_encoding(
+                    &Tensor::from_vec(seg_boxes, (k, 4), &dev)?.to_dtype(dtype)?,
+                    POSITION_FREQS,
+                )?;
+                num = (num + (sp - st)?.to_dtype(DType::F32)?.sqr()?.sum_all()?)?;
+                den += (k * e) as f64;
+            }
+            (num / den.max(1.0))?
+        }
+        _ => Tensor::new(0f32, &dev)?,
+    };
     let total = ((((l_bce.clone() * w.mask_bce)? + (l_dice.clone() * w.mask_dice)?)?
         + (l_gran.clone() * w.granularity)?)?
         + ((l_target.clone() * w.target)? + (l_select.clone() * w.select)?)?)?;
-    let total = (total + (l_attr.clone() * w.attributes)?)?;
+    let total = ((total + (l_attr.clone() * w.attributes)?)? + (l_pos.clone() * w.position)?)?;
+    let total = (total + (l_rank.clone() * w.rank)?)?;
     let s = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
     let parts = LossParts {
         total: s(&total)?,
@@ -535,6 +642,8 @@ pub fn batch_loss(
         target: s(&l_target)?,
         select: s(&l_select)?,
         attributes: s(&l_attr)?,
+        position: s(&l_pos)?,
+        rank: s(&l_rank)?,
     };
     Ok((total, parts))
 }
@@ -776,7 +885,7 @@ pub struct Trainer {
     vars: Vec<Var>,
     pub opts: TrainOptions,
     step: usize,
-    attribute_head: Option<crate::model::nn::Linear>,
+    aux: AuxHeads,
 }
 
 impl Trainer {
@@ -786,7 +895,8 @@ impl Trainer {
     }
 
     /// [`Trainer::new`] with a training-only attribute head of `classes` outputs (0: none)
-    /// for the auxiliary loss; its variables live under `aux.` and are not saved.
+    /// for the auxiliary loss, and a position head when `opts.weights.position > 0`; their
+    /// variables live under `aux.` and are not saved.
     pub fn with_attribute_classes(
         cfg: &UniResConfig,
         prompt: PromptBuilder,
@@ -794,17 +904,34 @@ impl Trainer {
         classes: usize,
     ) -> Result<Self> {
         let (model, varmap) = fresh_model(cfg, prompt, opts.seed, DType::F32)?;
-        let attribute_head = if classes > 0 {
+        let aux_vb = || {
             let backend = SeededVarMap::new(varmap.clone(), opts.seed ^ 0xa77);
-            let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+            VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu)
+        };
+        let h = cfg.llm.hidden_size;
+        let attributes = if classes > 0 {
             Some(crate::model::nn::Linear::new(
-                cfg.llm.hidden_size,
+                h,
                 classes,
                 true,
-                vb.pp("aux.attributes"),
+                aux_vb().pp("aux.attributes"),
             )?)
         } else {
             None
+        };
+        let position = if opts.weights.position > 0.0 {
+            Some(crate::model::nn::Linear::new(
+                h,
+                8 * POSITION_FREQS,
+                true,
+                aux_vb().pp("aux.position"),
+            )?)
+        } else {
+            None
+        };
+        let aux = AuxHeads {
+            attributes,
+            position,
         };
         let vars = varmap.all_vars();
         let opt = AdamW::new(
@@ -822,18 +949,13 @@ impl Trainer {
             vars,
             opts,
             step: 0,
-            attribute_head,
+            aux,
         })
     }
 
     /// One optimisation step on a batch; returns the losses and the gradient norm.
     pub fn step(&mut self, batch: &[TrainScene]) -> Result<(LossParts, f64)> {
-        let (loss, parts) = batch_loss(
-            &self.model,
-            batch,
-            &self.opts.weights,
-            self.attribute_head.as_ref(),
-        )?;
+        let (loss, parts) = batch_loss(&self.model, batch, &self.opts.weights, &self.aux)?;
         let mut grads = loss.backward()?;
         let norm = clip_grad_norm(&self.vars, &mut grads, self.opts.clip_norm)?;
         self.opt.set_learning_rate(lr_at(&self.opts, self.step));
@@ -845,13 +967,23 @@ impl Trainer {
     /// Saves the model's variables (not the training-only `aux.` ones) as safetensors in
     /// `dtype` (keys = checkpoint names).
     pub fn save(&self, path: &Path, dtype: DType) -> Result<()> {
+        self.save_where(path, dtype, |n| !n.starts_with("aux."))
+    }
+
+    /// Saves the training-only `aux.` heads (f32), so that a run started from this one
+    /// (`--init`) keeps them instead of starting them afresh.
+    pub fn save_aux(&self, path: &Path) -> Result<()> {
+        self.save_where(path, DType::F32, |n| n.starts_with("aux."))
+    }
+
+    fn save_where(&self, path: &Path, dtype: DType, keep: impl Fn(&str) -> bool) -> Result<()> {
         let vars = self
             .varmap
             .data()
             .lock()
             .map_err(|_| Error::shape("save", "variable map lock poisoned"))?;
         let mut tensors = std::collections::HashMap::new();
-        for (name, var) in vars.iter().filter(|(n, _)| !n.starts_with("aux.")) {
+        for (name, var) in vars.iter().filter(|(n, _)| keep(n)) {
             tensors.insert(name.clone(), var.as_tensor().to_dtype(dtype)?);
         }
         candle_core::safetensors::save(&tensors, path)?;

@@ -114,3 +114,69 @@ fn bad_queries_are_typed_errors() {
         Err(Error::ImageTooSmall { .. })
     ));
 }
+
+/// The box-prompt weights of the head: a softmax over the competing regions (part and
+/// object queries), independent sigmoids otherwise, and which regions compete by granularity.
+#[test]
+fn competing_selection_is_a_softmax_over_the_regions_of_the_kind() {
+    use candle_core::{Device, Tensor};
+    let m = model(5);
+    let enc = m.encode(&image(), &proposals()).unwrap();
+    assert_eq!(
+        m.compete_row(Granularity::Object, 2, 1),
+        vec![1.0, 1.0, 0.0]
+    );
+    assert_eq!(m.compete_row(Granularity::Part, 2, 1), vec![0.0, 0.0, 1.0]);
+    assert_eq!(
+        m.compete_row(Granularity::MultiObject, 2, 1),
+        vec![0.0, 0.0, 0.0]
+    );
+    let mut cfg = m.config().clone();
+    cfg.region.single_target_softmax = false;
+    let words = ["the"];
+    let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words).unwrap();
+    let off = unires::train::fresh_model(&cfg, prompt, 5, DType::F32)
+        .unwrap()
+        .0;
+    assert_eq!(off.compete_row(Granularity::Object, 2, 1), vec![0.0; 3]);
+
+    let dev = Device::Cpu;
+    let h = m.config().llm.hidden_size;
+    let seg = Tensor::randn(0f32, 1.0, (3, h), &dev).unwrap();
+    let regions = Tensor::randn(0f32, 1.0, (3, 3, h), &dev).unwrap();
+    let valid = Tensor::ones((3, 3), DType::F32, &dev).unwrap();
+    let boxes = enc
+        .region_boxes
+        .unsqueeze(0)
+        .unwrap()
+        .repeat((3, 1, 1))
+        .unwrap();
+    let compete = Tensor::new(&[[1f32, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], &dev).unwrap();
+    let rep = |t: &Tensor| t.repeat((3, 1, 1, 1)).unwrap();
+    let out = m
+        .head(
+            &seg,
+            &regions,
+            &valid,
+            &boxes,
+            &rep(&enc.dense),
+            (&rep(&enc.skips.0), &rep(&enc.skips.1)),
+            Some(&compete),
+            None,
+        )
+        .unwrap();
+    let l = out.select_logits.to_vec2::<f32>().unwrap();
+    let w = out.select_weights.to_vec2::<f32>().unwrap();
+    let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let (e0, e1) = (l[0][0].exp(), l[0][1].exp());
+    let want = [
+        [e0 / (e0 + e1), e1 / (e0 + e1), 0.0],
+        [0.0, 0.0, 1.0],
+        [sig(l[2][0]), sig(l[2][1]), sig(l[2][2])],
+    ];
+    for (row, (got, want)) in w.iter().zip(&want).enumerate() {
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "row {row}: {got:?} vs {want:?}");
+        }
+    }
+}

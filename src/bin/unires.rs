@@ -70,6 +70,10 @@ struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Synthetic: also print gIoU, N-acc and T-acc at no-target thresholds 0.05, 0.10, …,
+    /// 0.95 (to choose `no_target_threshold` on a seed that is not the test seed).
+    #[arg(long)]
+    sweep_threshold: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -91,8 +95,25 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         let model = load(&model_source(&a.model), &device, dtype)?;
         let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
         opts.progress = !a.quiet;
-        let report = eval::synthetic::evaluate_model(&model, &opts)?;
+        let start = std::time::Instant::now();
+        let outcomes = eval::synthetic::score_scenes(&model, &opts)?;
+        let report = eval::synthetic::summarise(
+            a.n,
+            &outcomes,
+            model.config().no_target_threshold,
+            start.elapsed().as_secs_f64(),
+        );
         print!("{}", report.table());
+        if a.sweep_threshold {
+            let ts: Vec<f32> = (1..20).map(|i| i as f32 * 0.05).collect();
+            println!("\n| no-target threshold | gIoU | N-acc | T-acc |\n|---:|---:|---:|---:|");
+            for r in eval::synthetic::threshold_sweep(&outcomes, &ts) {
+                println!(
+                    "| {:.2} | {:.2} | {:.2} | {:.2} |",
+                    r.threshold, r.giou, r.n_acc, r.t_acc
+                );
+            }
+        }
         if let Some(path) = &a.report {
             let v = serde_json::to_value(&report).map_err(|e| Error::Json {
                 path: path.clone(),

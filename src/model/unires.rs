@@ -15,7 +15,9 @@
 //! ```
 //!
 //! "Dynamic feature exploitation" (our reading of the paper): the `[SEG]` state scores every
-//! region token (`region_select`, a bilinear form, sigmoid), and each region's box enters
+//! region token (`region_select`, a bilinear form; for part and object queries a softmax over
+//! the proposals of that kind, so that they compete, for multi-object queries a sigmoid
+//! each — `region.single_target_softmax`), and each region's box enters
 //! the mask decoder as SAM box-corner prompts scaled by its score, and as a dense prompt
 //! (`region_select.mask_embed` times the score-weighted box coverage of each grid cell,
 //! added to `no_mask_embed`, as SAM adds a mask prompt). Multi-object results are
@@ -98,6 +100,9 @@ pub struct HeadOutput {
     pub target_logit: Tensor,
     /// `(B, R)` region-selection logits.
     pub select_logits: Tensor,
+    /// `(B, R)` the weights the box prompts were scaled by: sigmoids of the logits, or a
+    /// softmax over the competing regions (before any teacher forcing; padding is 0).
+    pub select_weights: Tensor,
 }
 
 /// The UniRES++ model.
@@ -405,8 +410,11 @@ impl UniRes {
     /// * `seg_hidden (B, H)`; `region_hidden (B, R, H)` last-layer states at region tokens;
     /// * `region_valid (B, R)` 1/0 (padding); `region_boxes (B, R, 4)` normalised;
     /// * `dense (B, D, h, w)`, `skips` matching;
+    /// * `compete (B, R)`: 1 for the regions whose selection weights are a softmax over each
+    ///   other (see [`RegionConfig::single_target_softmax`](crate::config::RegionConfig));
+    ///   a row of zeros (or `None`) keeps independent sigmoids;
     /// * `forced (B, R)`, training only: selection weights mixed into the predicted ones as
-    ///   `α·forced + (1 − α)·sigmoid(logits)` (teacher forcing of the box prompts).
+    ///   `α·forced + (1 − α)·predicted` (teacher forcing of the box prompts).
     #[allow(clippy::too_many_arguments)]
     pub fn head(
         &self,
@@ -416,6 +424,7 @@ impl UniRes {
         region_boxes: &Tensor,
         dense: &Tensor,
         skips: (&Tensor, &Tensor),
+        compete: Option<&Tensor>,
         forced: Option<(&Tensor, f64)>,
     ) -> Result<HeadOutput> {
         let (b, r, _) = region_hidden.dims3()?;
@@ -432,12 +441,22 @@ impl UniRes {
         let mut sparse = vec![seg.unsqueeze(1)?];
         let (_, _, gh, gw) = dense.dims4()?;
         let mut coverage_map = None;
+        let mut select_weights = None;
         let select_logits = if r > 0 {
             let q = self.region_select.0.forward(seg_hidden)?.unsqueeze(2)?; // (B, S, 1)
             let k = self.region_select.1.forward(region_hidden)?; // (B, R, S)
             let scale = 1.0 / (q.dim(1)? as f64).sqrt();
             let logits = (k.matmul(&q)?.squeeze(2)? * scale)?; // (B, R)
             let mut w = candle_nn::ops::sigmoid(&logits)?;
+            if let Some(c) = compete {
+                let c = c.to_dtype(w.dtype())?;
+                let masked = (&logits + ((&c - 1.0)? * 1e4)?)?;
+                let soft = (candle_nn::ops::softmax_last_dim(&masked)? * &c)?;
+                let f = c.max_keepdim(1)?; // (B, 1): 1 where the row competes
+                w = (soft.broadcast_mul(&f)? + w.broadcast_mul(&(1.0 - &f)?)?)?;
+            }
+            let mut w = (w * region_valid)?;
+            select_weights = Some(w.clone());
             if let Some((f, alpha)) = forced {
                 w = ((f.to_dtype(w.dtype())? * alpha)? + (w * (1.0 - alpha))?)?;
             }
@@ -486,8 +505,27 @@ impl UniRes {
         Ok(HeadOutput {
             masks: out.masks,
             target_logit,
+            select_weights: match select_weights {
+                Some(w) => w,
+                None => select_logits.clone(),
+            },
             select_logits,
         })
+    }
+
+    /// Which of `n_objects` object and `n_parts` part regions (in that order) compete in a
+    /// softmax for a query of granularity `g`: the regions of its kind for part and object
+    /// queries when `region.single_target_softmax` is on, none otherwise.
+    pub fn compete_row(&self, g: Granularity, n_objects: usize, n_parts: usize) -> Vec<f32> {
+        let on = self.cfg.region.single_target_softmax;
+        let (objects, parts) = match g {
+            Granularity::Object if on => (1.0, 0.0),
+            Granularity::Part if on => (0.0, 1.0),
+            _ => (0.0, 0.0),
+        };
+        std::iter::repeat_n(objects, n_objects)
+            .chain(std::iter::repeat_n(parts, n_parts))
+            .collect()
     }
 
     /// Ids of the granularity tokens (part, object, multi) and `[SEG]`.
@@ -502,6 +540,19 @@ impl UniRes {
         enc: &EncodedImage,
         expression: &str,
         granularity: Granularity,
+    ) -> Result<Segmentation> {
+        self.segment_with_threshold(enc, expression, granularity, self.cfg.no_target_threshold)
+    }
+
+    /// [`UniRes::segment`] with `no_target_threshold` in place of the configured one: the
+    /// result is empty when its score is below it (`f32::NEG_INFINITY`: never empty by the
+    /// score, e.g. to calibrate the threshold on held-out data).
+    pub fn segment_with_threshold(
+        &self,
+        enc: &EncodedImage,
+        expression: &str,
+        granularity: Granularity,
+        no_target_threshold: f32,
     ) -> Result<Segmentation> {
         let n_obj = enc.proposals.objects.len();
         let n_part = enc.proposals.parts.len();
@@ -548,6 +599,8 @@ impl UniRes {
             Tensor::zeros((1, 0, self.cfg.llm.hidden_size), self.dtype, &self.device)?
         };
         let valid = Tensor::ones((1, r), self.dtype, &self.device)?;
+        let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
+        let compete = Tensor::from_vec(self.compete_row(g, n_obj, n_part), (1, r), &self.device)?;
         let out = self.head(
             &seg_hidden,
             &region_hidden,
@@ -555,15 +608,15 @@ impl UniRes {
             &enc.region_boxes.unsqueeze(0)?,
             &enc.dense,
             (&enc.skips.0, &enc.skips.1),
+            Some(&compete),
             None,
         )?;
         let target = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
             .squeeze(0)?
             .to_scalar::<f32>()?;
-        let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
         let probs3 = [probs[0], probs[1], probs[2]];
         let (hh, ww) = (enc.height as usize, enc.width as usize);
-        if target < self.cfg.no_target_threshold {
+        if target < no_target_threshold {
             return Ok(Segmentation {
                 mask: Mask::zeros(hh, ww),
                 instances: Vec::new(),

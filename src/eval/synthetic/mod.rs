@@ -77,7 +77,10 @@ pub use detector::{detector_proposals, DetectorConfig};
 pub use query::{Cue, Description, Query, Relation};
 pub use render::Background;
 pub use rng::SplitMix64;
-pub use run::{evaluate_model, SyntheticEvalOptions, SyntheticReport};
+pub use run::{
+    evaluate_model, score_scenes, summarise, threshold_sweep, CueRow, SampleOutcome,
+    SyntheticEvalOptions, SyntheticReport, ThresholdRow,
+};
 
 use crate::types::{BoxXyxy, Granularity, Mask, Proposals};
 

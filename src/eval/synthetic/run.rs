@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{episode, Sample, SyntheticConfig};
+use super::{episode, Cue, Sample, SyntheticConfig};
 use crate::error::Result;
 use crate::eval::metrics::{GeneralizedAccumulator, Metrics, SampleStats};
 use crate::model::unires::UniRes;
@@ -72,6 +72,10 @@ pub struct SyntheticReport {
     pub counts: SampleCounts,
     /// Metric name → value (percent).
     pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The no-target threshold the metrics were computed at.
+    pub no_target_threshold: f32,
+    /// mIoU and empty-prediction rate per granularity and cue.
+    pub by_cue: Vec<CueRow>,
     /// Wall-clock seconds of the run.
     pub seconds: f64,
 }
@@ -85,29 +89,68 @@ pub struct SampleCounts {
     pub no_target: usize,
 }
 
-/// One sample's outcome.
+/// One sample's outcome, before the no-target threshold is applied (so that one run can be
+/// scored at any threshold, see [`threshold_sweep`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleOutcome {
     /// The expression's granularity.
     pub granularity: Granularity,
+    /// How the phrase singles out its referent.
+    pub cue: Cue,
     /// True when the ground truth is "no target".
     pub no_target: bool,
-    /// IoU with the ground truth (for no-target samples: 1 when predicted empty, else 0).
-    pub iou: f64,
-    /// The prediction is empty.
-    pub pred_empty: bool,
+    /// The model's target probability (the result is empty below the threshold).
+    pub score: f32,
+    /// Counts of the mask the model predicts when it is not rejected by the score.
+    pub raw: SampleStats,
+    /// Area of the ground truth (0 for no-target samples).
+    pub gt_area: u64,
     /// The granularity `Auto` would pick.
     pub auto_granularity: Granularity,
 }
 
-/// Segments one sample (its granularity forced) and compares with the ground truth.
+impl SampleOutcome {
+    /// The counts at no-target threshold `t`: an empty prediction when the score is below it.
+    pub fn stats_at(&self, t: f32) -> SampleStats {
+        if self.score < t {
+            SampleStats {
+                intersection: 0,
+                union: self.gt_area,
+                pred_empty: true,
+                gt_no_target: self.no_target,
+            }
+        } else {
+            self.raw
+        }
+    }
+
+    /// IoU at threshold `t` (for no-target samples: 1 when predicted empty, else 0; an empty
+    /// prediction of a target scores 0).
+    pub fn iou_at(&self, t: f32) -> f64 {
+        let s = self.stats_at(t);
+        if self.no_target {
+            f64::from(u8::from(s.pred_empty))
+        } else if s.union == 0 || s.pred_empty {
+            0.0
+        } else {
+            s.intersection as f64 / s.union as f64
+        }
+    }
+}
+
+/// Segments one sample (its granularity forced, no rejection by the score) and compares
+/// with the ground truth.
 pub fn score_sample(
     model: &UniRes,
     enc: &crate::model::unires::EncodedImage,
     sample: &Sample,
-    acc: &mut GeneralizedAccumulator,
 ) -> Result<SampleOutcome> {
-    let seg = model.segment(enc, &sample.expression, sample.granularity)?;
+    let seg = model.segment_with_threshold(
+        enc,
+        &sample.expression,
+        sample.granularity,
+        f32::NEG_INFINITY,
+    )?;
     let (h, w) = (seg.mask.height(), seg.mask.width());
     let empty_gt;
     let gt = match &sample.mask {
@@ -117,31 +160,77 @@ pub fn score_sample(
             &empty_gt
         }
     };
-    let stats = SampleStats::new(&seg.mask, gt, sample.mask.is_none())?;
-    acc.add_stats(stats);
-    let iou = if sample.mask.is_none() {
-        f64::from(u8::from(stats.pred_empty))
-    } else if stats.union == 0 {
-        0.0
-    } else {
-        stats.intersection as f64 / stats.union as f64
-    };
+    let raw = SampleStats::new(&seg.mask, gt, sample.mask.is_none())?;
     let auto = Granularity::from_index(UniRes::argmax(&seg.granularity_probs))
         .unwrap_or(Granularity::Object);
     Ok(SampleOutcome {
         granularity: sample.granularity,
+        cue: sample.cue,
         no_target: sample.mask.is_none(),
-        iou,
-        pred_empty: stats.pred_empty,
+        score: seg.score,
+        raw,
+        gt_area: sample.mask.as_ref().map_or(0, |m| m.area()),
         auto_granularity: auto,
     })
 }
 
-/// Aggregates per-sample outcomes and the generalised accumulator into a report.
+/// One row of the per-cue breakdown of a report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CueRow {
+    /// `part`, `object` or `multi`.
+    pub granularity: &'static str,
+    /// The cue's name (`Class`, `Colour`, `Relation`, `AbsentClass`, …).
+    pub cue: String,
+    /// Samples.
+    pub n: usize,
+    /// Mean IoU in percent (no-target samples: the share predicted empty).
+    pub miou: f64,
+    /// Percent of the samples predicted empty.
+    pub empty: f64,
+}
+
+/// gIoU, N-acc and T-acc at one no-target threshold.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ThresholdRow {
+    pub threshold: f32,
+    #[serde(rename = "gIoU")]
+    pub giou: f64,
+    #[serde(rename = "N-acc")]
+    pub n_acc: f64,
+    #[serde(rename = "T-acc")]
+    pub t_acc: f64,
+}
+
+/// The outcomes scored at each of `thresholds`.
+pub fn threshold_sweep(outcomes: &[SampleOutcome], thresholds: &[f32]) -> Vec<ThresholdRow> {
+    thresholds
+        .iter()
+        .map(|&t| {
+            let mut acc = GeneralizedAccumulator::default();
+            for o in outcomes {
+                acc.add_stats(o.stats_at(t));
+            }
+            let m = acc.metrics();
+            ThresholdRow {
+                threshold: t,
+                giou: m.get("gIoU").unwrap_or(0.0),
+                n_acc: m.get("N-acc").unwrap_or(0.0),
+                t_acc: m.get("T-acc").unwrap_or(0.0),
+            }
+        })
+        .collect()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> (usize, f64) {
+    let (n, s) = v.fold((0usize, 0f64), |(n, s), x| (n + 1, s + x));
+    (n, if n == 0 { 0.0 } else { s / n as f64 })
+}
+
+/// Scores the outcomes at no-target threshold `threshold` into a report.
 pub fn summarise(
     n: usize,
     outcomes: &[SampleOutcome],
-    acc: &GeneralizedAccumulator,
+    threshold: f32,
     seconds: f64,
 ) -> SyntheticReport {
     let mut metrics = std::collections::BTreeMap::new();
@@ -151,51 +240,74 @@ pub fn summarise(
         ("mIoU_object", Granularity::Object),
         ("mIoU_multi", Granularity::MultiObject),
     ] {
-        let ious: Vec<f64> = outcomes
-            .iter()
-            .filter(|o| !o.no_target && o.granularity == g)
-            .map(|o| o.iou)
-            .collect();
+        let (k, m) = mean(
+            outcomes
+                .iter()
+                .filter(|o| !o.no_target && o.granularity == g)
+                .map(|o| o.iou_at(threshold)),
+        );
         match g {
-            Granularity::Part => counts.part = ious.len(),
-            Granularity::Object => counts.object = ious.len(),
-            _ => counts.multi = ious.len(),
+            Granularity::Part => counts.part = k,
+            Granularity::Object => counts.object = k,
+            _ => counts.multi = k,
         }
-        let mean = if ious.is_empty() {
-            0.0
-        } else {
-            ious.iter().sum::<f64>() / ious.len() as f64
-        };
-        metrics.insert(name.to_string(), 100.0 * mean);
+        metrics.insert(name.to_string(), 100.0 * m);
     }
     counts.no_target = outcomes.iter().filter(|o| o.no_target).count();
+    let mut acc = GeneralizedAccumulator::default();
+    for o in outcomes {
+        acc.add_stats(o.stats_at(threshold));
+    }
     let g: Metrics = acc.metrics();
     for key in ["gIoU", "cIoU", "N-acc", "T-acc"] {
         metrics.insert(key.to_string(), g.get(key).unwrap_or(0.0));
     }
-    let right = outcomes
-        .iter()
-        .filter(|o| o.auto_granularity == o.granularity)
-        .count();
-    let acc_g = if outcomes.is_empty() {
-        0.0
-    } else {
-        100.0 * right as f64 / outcomes.len() as f64
-    };
-    metrics.insert("granularity_acc".into(), acc_g);
+    let (_, acc_g) = mean(
+        outcomes
+            .iter()
+            .map(|o| f64::from(u8::from(o.auto_granularity == o.granularity))),
+    );
+    metrics.insert("granularity_acc".into(), 100.0 * acc_g);
+    let mut keys: Vec<(Granularity, Cue)> = Vec::new();
+    for o in outcomes {
+        if !keys.contains(&(o.granularity, o.cue)) {
+            keys.push((o.granularity, o.cue));
+        }
+    }
+    keys.sort_by_key(|(g, c)| (g.index(), format!("{c:?}")));
+    let by_cue = keys
+        .into_iter()
+        .map(|(g, c)| {
+            let of = || {
+                outcomes
+                    .iter()
+                    .filter(move |o| o.granularity == g && o.cue == c)
+            };
+            let (k, m) = mean(of().map(|o| o.iou_at(threshold)));
+            let (_, e) = mean(of().map(|o| f64::from(u8::from(o.stats_at(threshold).pred_empty))));
+            CueRow {
+                granularity: g.as_str(),
+                cue: format!("{c:?}"),
+                n: k,
+                miou: 100.0 * m,
+                empty: 100.0 * e,
+            }
+        })
+        .collect();
     SyntheticReport {
         n,
         samples: outcomes.len(),
         counts,
         metrics,
+        no_target_threshold: threshold,
+        by_cue,
         seconds,
     }
 }
 
-/// Generates `opts.scenes` scenes of `opts.seed`, segments every sample with `model` and
-/// scores the predictions (see the module documentation for the metrics).
-pub fn evaluate_model(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<SyntheticReport> {
-    let start = Instant::now();
+/// Segments every sample of `opts.scenes` scenes of `opts.seed` with `model`, without
+/// rejecting any by the score (apply a threshold with [`summarise`] or [`threshold_sweep`]).
+pub fn score_scenes(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<Vec<SampleOutcome>> {
     let pb = if opts.progress {
         let pb = ProgressBar::new(opts.scenes as u64);
         let style = ProgressStyle::with_template(
@@ -208,21 +320,29 @@ pub fn evaluate_model(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<Syn
     } else {
         ProgressBar::hidden()
     };
-    let mut acc = GeneralizedAccumulator::default();
     let mut outcomes = Vec::new();
     for i in 0..opts.scenes {
         let ep = episode(opts.seed, i as u64, &opts.config);
         let enc = model.encode(&ep.scene.image, &ep.proposals)?;
         for s in &ep.samples {
-            outcomes.push(score_sample(model, &enc, s, &mut acc)?);
+            outcomes.push(score_sample(model, &enc, s)?);
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
+    Ok(outcomes)
+}
+
+/// Generates `opts.scenes` scenes of `opts.seed`, segments every sample with `model` and
+/// scores the predictions at the model's no-target threshold (see the module documentation
+/// for the metrics).
+pub fn evaluate_model(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<SyntheticReport> {
+    let start = Instant::now();
+    let outcomes = score_scenes(model, opts)?;
     Ok(summarise(
         opts.scenes,
         &outcomes,
-        &acc,
+        model.config().no_target_threshold,
         start.elapsed().as_secs_f64(),
     ))
 }
@@ -245,6 +365,17 @@ impl SyntheticReport {
             if let Some(v) = self.metrics.get(key) {
                 s.push_str(&format!("| {key} | {v:.2} |\n"));
             }
+        }
+        s.push_str(&format!(
+            "\nby cue (no-target threshold {:.3}; for no-target cues mIoU = share predicted empty)\n",
+            self.no_target_threshold
+        ));
+        s.push_str("| granularity | cue | n | mIoU | empty % |\n|---|---|---:|---:|---:|\n");
+        for r in &self.by_cue {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {:.1} |\n",
+                r.granularity, r.cue, r.n, r.miou, r.empty
+            ));
         }
         s
     }
