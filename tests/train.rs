@@ -34,17 +34,25 @@ fn batch() -> Vec<TrainScene> {
 }
 
 fn trainer(seed: u64) -> Trainer {
+    trainer_with(
+        seed,
+        40,
+        LossWeights {
+            teacher_forcing: 0.5,
+            ..LossWeights::default()
+        },
+    )
+}
+
+fn trainer_with(seed: u64, steps: usize, weights: LossWeights) -> Trainer {
     let mut cfg = UniResConfig::tiny();
     cfg.hires.image_size = 96; // smaller high-res input: the test is about gradients, not quality
     let opts = TrainOptions {
         seed,
-        steps: 40,
+        steps,
         lr: 2e-3,
         warmup: 5,
-        weights: LossWeights {
-            teacher_forcing: 0.5,
-            ..LossWeights::default()
-        },
+        weights,
         ..TrainOptions::default()
     };
     Trainer::new(&cfg, prompt(&cfg), opts).unwrap()
@@ -79,20 +87,14 @@ fn position_loss_is_fitted_when_weighted() {
     let b = batch();
     let mut off = trainer(3);
     assert_eq!(off.step(&b).unwrap().0.position, 0.0);
-    let mut cfg = UniResConfig::tiny();
-    cfg.hires.image_size = 96;
-    let opts = TrainOptions {
-        seed: 3,
-        steps: 30,
-        lr: 2e-3,
-        warmup: 5,
-        weights: LossWeights {
+    let mut t = trainer_with(
+        3,
+        30,
+        LossWeights {
             position: 1.0,
             ..LossWeights::default()
         },
-        ..TrainOptions::default()
-    };
-    let mut t = Trainer::new(&cfg, prompt(&cfg), opts).unwrap();
+    );
     let first = t.step(&b).unwrap().0;
     let mut last = first;
     for _ in 1..30 {
