@@ -233,7 +233,8 @@ pub fn select_labels(p: &Proposals, q: &TrainQuery) -> Vec<f32> {
 /// enough to be read from a state, fine enough to tell the boxes of one scene apart).
 pub const POSITION_FREQS: usize = 3;
 
-/// Training-only heads on last-layer LLM states (variables under `aux.`, never saved).
+/// Training-only heads on last-layer LLM states (variables under `aux.`: not part of the
+/// checkpoint; [`Trainer::save_aux`] writes them separately).
 #[derive(Debug, Clone, Default)]
 pub struct AuxHeads {
     /// Region and `[SEG]` states → attribute logits (see [`RegionAttribute`]).
@@ -493,9 +494,8 @@ pub fn batch_loss(
         let pos = (&sel_labels * &compete_t)?;
         let rows: Vec<f32> = pos.max(1)?.to_vec1()?;
         if rows.iter().any(|&x| x > 0.0) {
-            let logits = out.select_logits.to_dtype(DType::F32)?;
-            let masked = (&logits + ((&compete_t - 1.0)? * 1e4)?)?;
-            let p = candle_nn::ops::softmax_last_dim(&masked)?;
+            // On competing rows the head's selection weights are the softmax itself.
+            let p = out.select_weights.to_dtype(DType::F32)?;
             let mass = ((p * &pos)?.sum(1)? + 1e-6)?.log()?.neg()?;
             let has = Tensor::from_vec(rows.clone(), nq, &dev)?;
             let n = rows.iter().filter(|&&x| x > 0.0).count() as f64;
@@ -896,7 +896,7 @@ impl Trainer {
 
     /// [`Trainer::new`] with a training-only attribute head of `classes` outputs (0: none)
     /// for the auxiliary loss, and a position head when `opts.weights.position > 0`; their
-    /// variables live under `aux.` and are not saved.
+    /// variables live under `aux.`, outside the checkpoint that [`Trainer::save`] writes.
     pub fn with_attribute_classes(
         cfg: &UniResConfig,
         prompt: PromptBuilder,

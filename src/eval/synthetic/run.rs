@@ -201,16 +201,21 @@ pub struct ThresholdRow {
     pub t_acc: f64,
 }
 
+/// gRefCOCO's generalised metrics of the outcomes at no-target threshold `t`.
+fn generalized_at(outcomes: &[SampleOutcome], t: f32) -> Metrics {
+    let mut acc = GeneralizedAccumulator::default();
+    for o in outcomes {
+        acc.add_stats(o.stats_at(t));
+    }
+    acc.metrics()
+}
+
 /// The outcomes scored at each of `thresholds`.
 pub fn threshold_sweep(outcomes: &[SampleOutcome], thresholds: &[f32]) -> Vec<ThresholdRow> {
     thresholds
         .iter()
         .map(|&t| {
-            let mut acc = GeneralizedAccumulator::default();
-            for o in outcomes {
-                acc.add_stats(o.stats_at(t));
-            }
-            let m = acc.metrics();
+            let m = generalized_at(outcomes, t);
             ThresholdRow {
                 threshold: t,
                 giou: m.get("gIoU").unwrap_or(0.0),
@@ -254,11 +259,7 @@ pub fn summarise(
         metrics.insert(name.to_string(), 100.0 * m);
     }
     counts.no_target = outcomes.iter().filter(|o| o.no_target).count();
-    let mut acc = GeneralizedAccumulator::default();
-    for o in outcomes {
-        acc.add_stats(o.stats_at(threshold));
-    }
-    let g: Metrics = acc.metrics();
+    let g = generalized_at(outcomes, threshold);
     for key in ["gIoU", "cIoU", "N-acc", "T-acc"] {
         metrics.insert(key.to_string(), g.get(key).unwrap_or(0.0));
     }
