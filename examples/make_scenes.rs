@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::{Rgb, RgbImage};
-use unires::eval::synthetic::{
+use unires::proposals::SelectiveSearch;
+use unires::synthetic::{
     self, detector_proposals, episode, Cue, DetectorConfig, Episode, Query, Sample, Scene,
     SplitMix64, SyntheticConfig,
 };
-use unires::proposals::SelectiveSearch;
 use unires::{BoxXyxy, Granularity, Mask, ProposalSource, Proposals};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -59,7 +59,7 @@ fn main() -> Res<()> {
 fn tint(img: &mut RgbImage, mask: &Mask, c: [u8; 3], alpha: f32) {
     for y in 0..mask.height() {
         for x in 0..mask.width() {
-            if mask.get(y, x) {
+            if mask.get(y, x) == Some(true) {
                 let p = img.get_pixel_mut(x as u32, y as u32);
                 for (v, &t) in p.0.iter_mut().zip(&c) {
                     *v = (*v as f32 * (1.0 - alpha) + t as f32 * alpha) as u8;

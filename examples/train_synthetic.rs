@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use unires::config::UniResConfig;
-use unires::eval::synthetic::{self, vocabulary, SyntheticConfig};
-use unires::model::prompt::{word_level_prompt, PromptBuilder};
+use unires::model::unires::prompt::{word_level_prompt, PromptBuilder};
 use unires::proposals::SelectiveSearch;
+use unires::synthetic::{self, vocabulary, SyntheticConfig};
 use unires::train::{RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer};
 use unires::ProposalSource;
 
@@ -188,7 +188,7 @@ fn main() -> unires::Result<()> {
         },
         ..TrainOptions::default()
     };
-    let store = unires::io::weights::parse_dtype(&args.store_dtype)?;
+    let store = unires::weights::parse_dtype(&args.store_dtype)?;
     let mut trainer =
         Trainer::with_attribute_classes(&cfg, prompt, opts.clone(), ATTRIBUTE_CLASSES)?;
     if let Some(dir) = &args.init {

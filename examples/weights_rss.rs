@@ -14,8 +14,8 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use unires::config::UniResConfig;
-use unires::io::weights::{check_dir, load_dir};
-use unires::model::prompt::{word_level_prompt, PromptBuilder};
+use unires::model::unires::load::{check_dir, load_dir};
+use unires::model::unires::prompt::{word_level_prompt, PromptBuilder};
 use unires::model::unires::UniRes;
 
 fn status_kb(field: &str) -> u64 {
@@ -94,7 +94,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("write") => return write(Path::new(&args[2])),
         Some("load") => {
-            let dtype = unires::io::weights::parse_dtype(&args[3]).unwrap();
+            let dtype = unires::weights::parse_dtype(&args[3]).unwrap();
             return load(
                 Path::new(&args[2]),
                 dtype,

@@ -130,6 +130,20 @@ pub enum Error {
     },
 
     // ---------------------------------------------------------------- models and weights
+    /// A checkpoint of a model family this build cannot run.
+    #[error("model family {family:?}: {reason}")]
+    UnsupportedFamily {
+        family: &'static str,
+        reason: &'static str,
+    },
+
+    /// An image encoded by one model family was given to another.
+    #[error("an image encoded by the {got} model was given to the {expected} model")]
+    WrongFamily {
+        expected: &'static str,
+        got: &'static str,
+    },
+
     /// No model weights are available for the requested operation.
     #[error("no model available: {reason}")]
     NoModel { reason: String },

@@ -29,21 +29,34 @@
 //! | `cuda` | no | candle's CUDA backend and the CUDA kernels in `kernels/cuda` (needs `nvcc`) |
 //! | `metal` | no | the Metal kernels in `kernels/metal` (macOS only) |
 
+//!
+//! ## Layers
+//! Imports point one way, down this list (see `docs/architecture.md`; a test checks it):
+//! [`error`], [`rng`], [`types`], [`config`] → [`io`], [`weights`], [`ops`], [`proposals`] →
+//! [`model`] → [`pipeline`] → [`synthetic`] → [`eval`], [`train`] → the `unires` binary.
+
 pub mod config;
 pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
 pub mod ops;
-pub mod preprocess;
+pub mod pipeline;
 pub mod proposals;
+pub mod rng;
+pub mod synthetic;
 pub mod train;
 pub mod types;
+pub mod weights;
 
 pub use config::UniResConfig;
 pub use error::{Error, Result};
-pub use io::weights::{load, Source};
-pub use model::unires::{EncodedImage, UniRes};
+pub use model::unires::load::load;
+pub use model::unires::UniRes;
+pub use pipeline::unires::EncodedImage;
+pub use pipeline::{load_segmenter, Encoded, Family, Segmenter};
 pub use types::{
-    BoxXyxy, FixedProposals, Granularity, Instance, Mask, ProposalSource, Proposals, Segmentation,
+    BoxXyxy, FixedProposals, Granularity, Instance, Mask, ProposalSource, Proposals, RegionKind,
+    Segmentation,
 };
+pub use weights::Source;

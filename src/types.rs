@@ -163,6 +163,32 @@ impl BoxXyxy {
     }
 }
 
+/// Whether a region is a whole object or a part; its index is the row of the region
+/// encoder's `kind_embed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionKind {
+    Object = 0,
+    Part = 1,
+}
+
+impl RegionKind {
+    /// `kind_embed` row: 0 for objects, 1 for parts.
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Index of the largest value (ties → the first; 0 for an empty slice).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0usize, f32::MIN),
+            |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+        )
+        .0
+}
+
 /// Object and part proposals for one image, in original-image pixel coordinates.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Proposals {
@@ -181,6 +207,12 @@ impl Proposals {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.parts.is_empty()
+    }
+
+    /// Every box with its kind, objects first then parts: the order of the region tokens.
+    pub fn iter_with_kind(&self) -> impl Iterator<Item = (RegionKind, &BoxXyxy)> {
+        let objects = self.objects.iter().map(|b| (RegionKind::Object, b));
+        objects.chain(self.parts.iter().map(|b| (RegionKind::Part, b)))
     }
 
     /// Validates every box against a `width × height` image.
@@ -282,12 +314,44 @@ impl Mask {
         &self.data
     }
 
-    pub fn get(&self, y: usize, x: usize) -> bool {
-        self.data[y * self.width + x] != 0
+    /// The pixel at row `y`, column `x`; `None` outside the mask.
+    pub fn get(&self, y: usize, x: usize) -> Option<bool> {
+        if x >= self.width {
+            return None;
+        }
+        self.data.get(y * self.width + x).map(|&v| v != 0)
     }
 
-    pub fn set(&mut self, y: usize, x: usize, v: bool) {
-        self.data[y * self.width + x] = u8::from(v);
+    /// Sets the pixel at row `y`, column `x`; an error outside the mask.
+    pub fn set(&mut self, y: usize, x: usize, v: bool) -> Result<()> {
+        let (h, w) = (self.height, self.width);
+        match self.data.get_mut(y * w + x) {
+            Some(p) if x < w => {
+                *p = u8::from(v);
+                Ok(())
+            }
+            _ => Err(Error::shape(
+                "Mask::set",
+                format!("pixel ({y}, {x}) is outside a {h}x{w} mask"),
+            )),
+        }
+    }
+
+    /// The pixels of this mask that lie in the box `b` (pixel `(y, x)` with
+    /// `⌊y1⌋ ≤ y < ⌈y2⌉` and `⌊x1⌋ ≤ x < ⌈x2⌉`, clipped to the mask); all others cleared.
+    pub fn within_box(&self, b: &BoxXyxy) -> Mask {
+        let mut m = Mask::zeros(self.height, self.width);
+        let x1 = (b.x1.floor().max(0.0) as usize).min(self.width);
+        let y1 = (b.y1.floor().max(0.0) as usize).min(self.height);
+        let x2 = (b.x2.ceil().max(0.0) as usize).min(self.width);
+        let y2 = (b.y2.ceil().max(0.0) as usize).min(self.height);
+        if x2 > x1 {
+            for y in y1..y2 {
+                let r = y * self.width;
+                m.data[r + x1..r + x2].copy_from_slice(&self.data[r + x1..r + x2]);
+            }
+        }
+        m
     }
 
     /// Number of foreground pixels.

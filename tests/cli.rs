@@ -120,7 +120,7 @@ fn eval_synthetic_writes_the_report() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.join("report.json")).unwrap()).unwrap();
     assert_eq!(v["n"], 3);
-    for key in unires::eval::synthetic::run::METRICS {
+    for key in unires::eval::synthetic::METRICS {
         let x = v["metrics"][key].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&x), "{key} = {x}");
     }

@@ -114,7 +114,8 @@ fn showcase_scenes_answer_as_annotated() {
 #[test]
 fn threshold_applied_after_scoring_matches_segmenting_with_it() {
     use unires::eval::metrics::GeneralizedAccumulator;
-    use unires::eval::synthetic::{episode, score_scenes, summarise, threshold_sweep};
+    use unires::eval::synthetic::{score_scenes, summarise, threshold_sweep};
+    use unires::synthetic::episode;
     use unires::Mask;
     let model = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
     let opts = SyntheticEvalOptions::new(SEED + 2, 6);

@@ -3,8 +3,8 @@
 
 use candle_core::DType;
 use unires::config::UniResConfig;
-use unires::model::prompt::word_level_prompt;
-use unires::model::unires::UniRes;
+use unires::model::unires::prompt::word_level_prompt;
+use unires::model::unires::{HeadInputs, UniRes};
 use unires::{BoxXyxy, Error, Granularity, Proposals};
 
 fn model(seed: u64) -> UniRes {
@@ -58,7 +58,7 @@ fn segment_runs_end_to_end_and_is_deterministic() {
         match g.index() {
             Some(i) => assert_eq!(a.granularity.index(), Some(i), "forced granularity is used"),
             None => {
-                let best = UniRes::argmax(&a.granularity_probs);
+                let best = unires::types::argmax(&a.granularity_probs);
                 assert_eq!(a.granularity.index(), Some(best), "auto takes the argmax");
             }
         }
@@ -153,17 +153,18 @@ fn competing_selection_is_a_softmax_over_the_regions_of_the_kind() {
         .unwrap();
     let compete = Tensor::new(&[[1f32, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], &dev).unwrap();
     let rep = |t: &Tensor| t.repeat((3, 1, 1, 1)).unwrap();
+    let (dense, s0, s1) = (rep(&enc.dense), rep(&enc.skips.0), rep(&enc.skips.1));
     let out = m
-        .head(
-            &seg,
-            &regions,
-            &valid,
-            &boxes,
-            &rep(&enc.dense),
-            (&rep(&enc.skips.0), &rep(&enc.skips.1)),
-            Some(&compete),
-            None,
-        )
+        .head(&HeadInputs {
+            seg_hidden: &seg,
+            region_hidden: &regions,
+            region_valid: &valid,
+            region_boxes: &boxes,
+            dense: &dense,
+            skips: (&s0, &s1),
+            compete: Some(&compete),
+            forced: None,
+        })
         .unwrap();
     let l = out.select_logits.to_vec2::<f32>().unwrap();
     let w = out.select_weights.to_vec2::<f32>().unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use unires::config::{HiresPad, Limits, CLIP_MEAN, CLIP_STD};
 use unires::io::image::load_image;
-use unires::preprocess::{preprocess_hires, preprocess_lowres, resize_bicubic_pil};
+use unires::pipeline::preprocess::{preprocess_hires, preprocess_lowres, resize_bicubic_pil};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess")

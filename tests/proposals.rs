@@ -3,8 +3,8 @@
 //! degenerate and photograph-sized inputs.
 
 use image::{Rgb, RgbImage};
-use unires::eval::synthetic::{scene, SplitMix64, SyntheticConfig};
 use unires::proposals::SelectiveSearch;
+use unires::synthetic::{scene, SplitMix64, SyntheticConfig};
 use unires::{BoxXyxy, ProposalSource};
 
 /// Held-out scenes: training uses small seeds.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use unires::eval::synthetic::{
+use unires::synthetic::{
     detector_proposals, episode, episodes, scene, vocabulary, Class, Colour, DetectorConfig,
     Episode, PartKind, Scene, SplitMix64, SyntheticConfig,
 };
@@ -493,7 +493,7 @@ fn sample_mix_and_disambiguation_rates() {
                 parts += 1;
                 part_attr += usize::from(smp.cue.needs_attribute());
             }
-            if kind == "none" && smp.cue == unires::eval::synthetic::Cue::AbsentColour {
+            if kind == "none" && smp.cue == unires::synthetic::Cue::AbsentColour {
                 near_miss += 1;
             }
         }

@@ -3,8 +3,8 @@
 //! from the seed, and the auxiliary attribute labels match proposals to ground truth as
 //! documented.
 
-use unires::eval::synthetic::{self, vocabulary, SyntheticConfig};
-use unires::model::prompt::{word_level_prompt, PromptBuilder};
+use unires::model::unires::prompt::{word_level_prompt, PromptBuilder};
+use unires::synthetic::{self, vocabulary, SyntheticConfig};
 use unires::train::{
     attribute_labels, LossWeights, RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer,
 };

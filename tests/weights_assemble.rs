@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use unires::io::assemble::{assemble, GlueSource, SAM_TOKENS_FOR_GRANULARITY};
-use unires::io::inputs::Input;
-use unires::io::rename::{classify, detect, layout_by_name, Component, LAYOUTS};
-use unires::io::weights::{load_dir, Source};
+use unires::model::unires::assemble::{assemble, GlueSource, SAM_TOKENS_FOR_GRANULARITY};
+use unires::model::unires::load::load_dir;
+use unires::weights::inputs::Input;
+use unires::weights::rename::{classify, detect, layout_by_name, Component, LAYOUTS};
 use unires::Granularity;
+use unires::Source;
 use weights_common::*;
 
 fn keys_of(rel: &str) -> Vec<String> {
@@ -226,7 +227,7 @@ fn sam_tokens_embedding_rows_and_configs() {
     // Tokenizer: 29 ids + 7 special tokens -> 36 ids; the LLM had 32 rows -> 36.
     assert_eq!(r.added_tokens.len(), 7);
     assert_eq!(r.vocab_rows, (32, 36));
-    let llama = unires::io::inputs::Input::open(&[fx("llama")]).unwrap();
+    let llama = unires::weights::inputs::Input::open(&[fx("llama")]).unwrap();
     let old = llama.load("model.embed_tokens.weight").unwrap();
     let new = &out["llm.model.embed_tokens.weight"];
     assert_eq!(new.dims(), &[36, 16]);
@@ -270,7 +271,7 @@ fn fresh_glue_matches_train_fresh_model() {
     let t = TempDir::new("fresh");
     assemble_a(t.path());
     let out = read_all(t.path());
-    let c = unires::io::weights::check_dir(t.path()).unwrap();
+    let c = unires::model::unires::load::check_dir(t.path()).unwrap();
     let (_, vars) = unires::train::fresh_model(&c.config, c.prompt.clone(), 5, DType::F32).unwrap();
     let data = vars.data().lock().unwrap();
     for name in [
@@ -315,7 +316,7 @@ fn assembled_checkpoints_load_and_segment_in_every_dtype_and_sharding() {
             assert!(s.score.is_finite());
         }
     }
-    let m = unires::io::weights::load(
+    let m = unires::model::unires::load::load(
         &Source::Dir(t.path().to_path_buf()),
         &Device::Cpu,
         DType::F32,

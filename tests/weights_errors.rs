@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use unires::io::assemble::{assemble, GlueSource};
-use unires::io::hub::HubOptions;
-use unires::io::weights::{check_dir, load_dir, load_with, Source};
+use unires::model::unires::assemble::{assemble, GlueSource};
+use unires::model::unires::load::{check_dir, load_dir, load_with};
+use unires::weights::hub::HubOptions;
 use unires::Error;
+use unires::Source;
 use weights_common::*;
 
 fn edit_tensors(file: &Path, f: impl FnOnce(&mut HashMap<String, Tensor>)) {
@@ -331,7 +332,7 @@ fn unsupported_compute_dtype_is_a_typed_error() {
 fn assembly_mistakes_are_typed_errors() {
     let t = TempDir::new("asm");
     let good = || options(&t.join("out"), &SET_A, GlueSource::Fresh { seed: 1 });
-    let run = |o: unires::io::assemble::AssembleOptions| assemble(&o).err().unwrap();
+    let run = |o: unires::model::unires::assemble::AssembleOptions| assemble(&o).err().unwrap();
 
     // A component in a layout we do not know (an LLM given as the CLIP).
     let mut o = good();
@@ -618,7 +619,7 @@ fn cli_reports_bad_weights_with_exit_code_1() {
 
 #[test]
 fn components_are_fetched_from_the_hub_by_spec() {
-    use unires::io::inputs::{resolve, resolve_tokenizer};
+    use unires::weights::inputs::{resolve, resolve_tokenizer};
     let t = TempDir::new("hub-comp");
     let tok_repo = t.join("tok");
     std::fs::create_dir_all(&tok_repo).unwrap();

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use candle_core::DType;
 use clap::{Parser, Subcommand};
-use unires::io::assemble::{assemble, parse_size, AssembleOptions, GlueSource};
-use unires::io::hub::HubOptions;
-use unires::io::inputs::{resolve, resolve_tokenizer};
 use unires::io::rle::CocoRle;
-use unires::io::weights::{load, parse_device, parse_dtype, Source};
-use unires::{Error, Granularity, Result};
+use unires::model::unires::assemble::{assemble, parse_size, AssembleOptions, GlueSource};
+use unires::weights::hub::HubOptions;
+use unires::weights::inputs::{resolve, resolve_tokenizer};
+use unires::weights::{parse_device, parse_dtype, Source};
+use unires::{load_segmenter, Error, Granularity, Result};
 
 #[derive(Parser)]
 #[command(
@@ -92,15 +92,15 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let dtype = parse_dtype(&a.dtype)?;
     if a.dataset.trim().eq_ignore_ascii_case("synthetic") {
         let device = parse_device(&a.model.device)?;
-        let model = load(&model_source(&a.model), &device, dtype)?;
+        let model = load_segmenter(&model_source(&a.model), &device, dtype)?;
         let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
         opts.progress = !a.quiet;
         let start = std::time::Instant::now();
-        let outcomes = eval::synthetic::score_scenes(&model, &opts)?;
+        let outcomes = eval::synthetic::score_scenes(model.as_ref(), &opts)?;
         let report = eval::synthetic::summarise(
             a.n,
             &outcomes,
-            model.config().no_target_threshold,
+            model.no_target_threshold(),
             start.elapsed().as_secs_f64(),
         );
         print!("{}", report.table());
@@ -156,7 +156,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         None => {
             use unires::ProposalSource;
             let device = parse_device(&a.model.device)?;
-            let model = load(&model_source(&a.model), &device, dtype)?;
+            let model = load_segmenter(&model_source(&a.model), &device, dtype)?;
             let limits = unires::config::Limits::default();
             let search = unires::proposals::SelectiveSearch::default();
             eval::evaluate(ds.as_ref(), &opts, |s| {
@@ -272,7 +272,7 @@ fn segment(args: SegmentArgs) -> Result<()> {
         None => DType::F32,
     };
     let device = parse_device(&args.model.device)?;
-    let model = load(&source, &device, dtype)?;
+    let model = load_segmenter(&source, &device, dtype)?;
     let encoded = model.encode(&image, &proposals)?;
     let seg = model.segment(&encoded, &args.expression, granularity)?;
 

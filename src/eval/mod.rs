@@ -1,5 +1,7 @@
 //! Evaluation: the published referring-segmentation benchmarks read as distributed (RefCOCO,
-//! RefCOCO+, RefCOCOg, gRefCOCO, RefCOCOm) and their official metrics (no model code here).
+//! RefCOCO+, RefCOCOg, gRefCOCO, RefCOCOm), their official metrics, and the synthetic
+//! benchmark ([`synthetic`]). Models are reached only through the
+//! [`Segmenter`](crate::pipeline::Segmenter) seam.
 //!
 //! ```no_run
 //! use unires::eval::{self, DatasetKind, EvalOptions, Predictions};

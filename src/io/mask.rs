@@ -152,7 +152,7 @@ mod tests {
         let mut m = Mask::zeros(h, w);
         for y in y0..y1 {
             for x in x0..x1 {
-                m.set(y, x, true);
+                m.set(y, x, true).unwrap();
             }
         }
         m

@@ -1,13 +1,6 @@
-//! Reading and writing: images, masks (PNG, overlay, COCO RLE), proposal boxes, weights.
+//! Reading and writing images, masks (PNG, overlay, COCO RLE) and proposal boxes.
 
-pub mod assemble;
 pub mod boxes;
-pub mod checkpoint;
-pub mod hub;
 pub mod image;
-pub mod inputs;
 pub mod mask;
-pub mod rename;
 pub mod rle;
-pub mod validate;
-pub mod weights;

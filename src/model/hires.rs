@@ -22,8 +22,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Activation, ConvNextConfig};
 use crate::error::{Error, Result};
-use crate::model::nn::{activation, LayerNorm, Linear};
-use crate::model::vision::patch_conv2d;
+use crate::model::nn::{activation, patch_conv2d, LayerNorm, Linear};
 use crate::ops::dwconv::depthwise_conv2d;
 
 /// The eps HF hard-codes for every LayerNorm except the final pooled one.

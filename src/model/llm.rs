@@ -26,8 +26,8 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{Error, Result};
-use crate::model::nn::{activation, Linear, RmsNorm};
-use crate::model::vision::{attention_f32, INIT_STD};
+use crate::model::init::INIT_STD;
+use crate::model::nn::{activation, attention_f32, Linear, RmsNorm};
 use crate::ops::attention::AttnMask;
 
 /// Per-layer keys and values of the positions seen so far.

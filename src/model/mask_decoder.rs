@@ -501,7 +501,7 @@ impl PositionEmbeddingRandom {
 /// The parts of SAM's prompt encoder the graph uses.
 #[derive(Debug, Clone)]
 pub struct PromptEncoder {
-    pub shared_embedding: PositionEmbeddingRandom,
+    shared_embedding: PositionEmbeddingRandom,
     /// `point_embed.2` / `point_embed.3`: top-left and bottom-right box corners.
     corner_embed: [Tensor; 2],
     no_mask_embed: Tensor,
@@ -531,6 +531,13 @@ impl PromptEncoder {
         let pe = self.shared_embedding.encode(&corners)?; // (N, 2, D)
         let ce = Tensor::cat(&[&self.corner_embed[0], &self.corner_embed[1]], 0)?.unsqueeze(0)?;
         Ok(pe.broadcast_add(&ce)?)
+    }
+
+    /// SAM's `get_dense_pe`: the positional encoding of the `h × w` image-embedding grid,
+    /// `(1, D, h, w)` in `dtype`.
+    pub fn dense_pe(&self, h: usize, w: usize, dtype: DType) -> Result<Tensor> {
+        let dev = self.no_mask_embed.device();
+        Ok(self.shared_embedding.grid(h, w, dev)?.to_dtype(dtype)?)
     }
 
     /// `no_mask_embed` as a `(1, D, 1, 1)` dense prompt (broadcast over the grid).

@@ -1,10 +1,12 @@
-//! The UniRES++ graph, one file per paper component.
+//! Model graphs: the blocks shared across families (CLIP ViT, ConvNeXt, LLaMA, the SAM mask
+//! decoder, small layers in [`nn`], seeded initialisation in [`init`]), and one folder per
+//! family ([`unires`]) whose file names follow the paper's components and whose struct
+//! fields follow the checkpoint keys.
 
 pub mod hires;
+pub mod init;
 pub mod llm;
 pub mod mask_decoder;
 pub mod nn;
-pub mod prompt;
-pub mod region;
 pub mod unires;
 pub mod vision;

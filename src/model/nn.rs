@@ -1,4 +1,5 @@
-//! Small shared building blocks (linear, norms, activations, softmax) used by every model file.
+//! Small shared building blocks (linear, norms, activations, softmax, f32 attention, patchify
+//! convolution) used by every model file.
 //!
 //! Norms and softmax take candle's fused kernels at inference time and a differentiable
 //! composition of elementary ops when the input tracks gradients (training), because the
@@ -8,7 +9,8 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ops::attention::{attention, AttnMask};
 
 /// `y = x Wᵀ + b`, weights named `weight`/`bias` as in PyTorch.
 #[derive(Debug, Clone)]
@@ -144,6 +146,65 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
         Activation::Relu => x.relu()?,
         Activation::Silu => x.silu()?,
     })
+}
+
+/// Scaled dot-product attention computed in f32 whatever the model dtype: HF's eager
+/// attention takes its softmax in f32, and a softmax summed in bf16 loses the small terms.
+pub fn attention_f32(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: AttnMask,
+    scale: f64,
+) -> Result<Tensor> {
+    let dtype = q.dtype();
+    if dtype == DType::F32 || dtype == DType::F64 {
+        return attention(q, k, v, mask, scale);
+    }
+    let (q, k, v) = (
+        q.to_dtype(DType::F32)?,
+        k.to_dtype(DType::F32)?,
+        v.to_dtype(DType::F32)?,
+    );
+    Ok(attention(&q, &k, &v, mask, scale)?.to_dtype(dtype)?)
+}
+
+/// A convolution whose stride equals its kernel size ("patchify"), as one matmul.
+///
+/// `x: (B, C, H, W)`, `weight: (O, C, p, p)`, optional `bias: (O)` → `(B, H/p, W/p, O)`
+/// (channels last). Rows/columns beyond the last whole patch are ignored, as PyTorch's
+/// `Conv2d(kernel_size=p, stride=p)` does. Differentiable through elementary ops.
+pub fn patch_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, wc, ph, pw) = weight.dims4()?;
+    if wc != c || ph == 0 || pw == 0 || h < ph || w < pw {
+        return Err(Error::shape(
+            "patch_conv2d",
+            format!(
+                "input {:?} for kernel {:?}: need (B, C, H ≥ p, W ≥ p) with kernel (O, C, p, p)",
+                x.dims(),
+                weight.dims()
+            ),
+        ));
+    }
+    let (gh, gw) = (h / ph, w / pw);
+    let x = if gh * ph != h || gw * pw != w {
+        x.narrow(2, 0, gh * ph)?.narrow(3, 0, gw * pw)?
+    } else {
+        x.clone()
+    };
+    // (B, C, gh, p, gw, p) → (B, gh, gw, C, p, p): one row per patch, in the kernel's order.
+    let patches = x
+        .reshape((b, c, gh, ph, gw, pw))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b * gh * gw, c * ph * pw))?;
+    let wt = weight.reshape((o, c * ph * pw))?;
+    let mut y = patches.matmul(&wt.t()?)?;
+    if let Some(bias) = bias {
+        y = y.broadcast_add(bias)?;
+    }
+    Ok(y.reshape((b, gh, gw, o))?)
 }
 
 /// Test helper: every variable of `varmap` got a finite, non-zero gradient from `loss`.

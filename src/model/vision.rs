@@ -24,8 +24,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Activation, ClipVisionConfig, SelectFeature};
 use crate::error::{Error, Result};
-use crate::model::nn::{activation, LayerNorm, Linear};
-use crate::ops::attention::{attention, AttnMask};
+use crate::model::init::INIT_STD;
+use crate::model::nn::{activation, attention_f32, patch_conv2d, LayerNorm, Linear};
+use crate::ops::attention::AttnMask;
 
 /// Everything HF's `CLIPVisionModel` returns with `output_hidden_states=True`.
 #[derive(Debug, Clone)]
@@ -37,44 +38,6 @@ pub struct ClipVisionOutput {
     pub last_hidden_state: Tensor,
     /// `post_layernorm` of the CLS token, `(B, D)`.
     pub pooler_output: Tensor,
-}
-
-/// A convolution whose stride equals its kernel size ("patchify"), as one matmul.
-///
-/// `x: (B, C, H, W)`, `weight: (O, C, p, p)`, optional `bias: (O)` → `(B, H/p, W/p, O)`
-/// (channels last). Rows/columns beyond the last whole patch are ignored, as PyTorch's
-/// `Conv2d(kernel_size=p, stride=p)` does. Differentiable through elementary ops.
-pub fn patch_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (o, wc, ph, pw) = weight.dims4()?;
-    if wc != c || ph == 0 || pw == 0 || h < ph || w < pw {
-        return Err(Error::shape(
-            "patch_conv2d",
-            format!(
-                "input {:?} for kernel {:?}: need (B, C, H ≥ p, W ≥ p) with kernel (O, C, p, p)",
-                x.dims(),
-                weight.dims()
-            ),
-        ));
-    }
-    let (gh, gw) = (h / ph, w / pw);
-    let x = if gh * ph != h || gw * pw != w {
-        x.narrow(2, 0, gh * ph)?.narrow(3, 0, gw * pw)?
-    } else {
-        x.clone()
-    };
-    // (B, C, gh, p, gw, p) → (B, gh, gw, C, p, p): one row per patch, in the kernel's order.
-    let patches = x
-        .reshape((b, c, gh, ph, gw, pw))?
-        .permute((0, 2, 4, 1, 3, 5))?
-        .contiguous()?
-        .reshape((b * gh * gw, c * ph * pw))?;
-    let wt = weight.reshape((o, c * ph * pw))?;
-    let mut y = patches.matmul(&wt.t()?)?;
-    if let Some(bias) = bias {
-        y = y.broadcast_add(bias)?;
-    }
-    Ok(y.reshape((b, gh, gw, o))?)
 }
 
 /// Keys' cubic-convolution weights with `A = −0.75` (PyTorch's bicubic), for a tap at
@@ -134,9 +97,6 @@ pub fn resize_bicubic_hwc(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
         .matmul(&rows)?;
     Ok(y.to_dtype(x.dtype())?)
 }
-
-/// HF's `initializer_range` default, the std of fresh embedding tables.
-pub(crate) const INIT_STD: f64 = 0.02;
 
 #[derive(Debug, Clone)]
 struct ClipVisionEmbeddings {
@@ -214,27 +174,6 @@ impl ClipVisionEmbeddings {
         let tokens = Tensor::cat(&[&cls, &patches], 1)?;
         Ok(tokens.broadcast_add(&self.positions(gh, gw)?.unsqueeze(0)?)?)
     }
-}
-
-/// Scaled dot-product attention computed in f32 whatever the model dtype: HF's eager
-/// attention takes its softmax in f32, and a softmax summed in bf16 loses the small terms.
-pub(crate) fn attention_f32(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: AttnMask,
-    scale: f64,
-) -> Result<Tensor> {
-    let dtype = q.dtype();
-    if dtype == DType::F32 || dtype == DType::F64 {
-        return attention(q, k, v, mask, scale);
-    }
-    let (q, k, v) = (
-        q.to_dtype(DType::F32)?,
-        k.to_dtype(DType::F32)?,
-        v.to_dtype(DType::F32)?,
-    );
-    Ok(attention(&q, &k, &v, mask, scale)?.to_dtype(dtype)?)
 }
 
 #[derive(Debug, Clone)]

@@ -44,7 +44,7 @@ pub fn run_prompt(case: &Case) -> Res<Vec<(String, Tensor)>> {
         .dense_no_mask()?
         .broadcast_as((1, d, grid, grid))?
         .contiguous()?;
-    let wide = enc.shared_embedding.grid(grid, grid, &case.device)?;
+    let wide = enc.dense_pe(grid, grid, dense.dtype())?;
     Ok(vec![
         ("sparse_prompt_embeddings".into(), sparse),
         ("dense_prompt_embeddings".into(), dense),

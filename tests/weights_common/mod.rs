@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use unires::config::{
     Activation, ClipVisionConfig, LlamaConfig, SamMaskDecoderConfig, UniResConfig,
 };
-use unires::io::assemble::{assemble, AssembleOptions, AssembleReport, GlueSource};
+use unires::model::unires::assemble::{assemble, AssembleOptions, AssembleReport, GlueSource};
 use unires::{BoxXyxy, Proposals};
 
 pub fn fixtures() -> PathBuf {

@@ -1,7 +1,7 @@
 //! What the synthetic scenes are made of: object classes, their named parts, the named
 //! colours, and each class's geometry as a few filled primitives in object-local pixels.
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// An object class of the synthetic benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -58,7 +58,7 @@
 //!   (`make_scenes -- --bench 300`).
 //!
 //! # Determinism
-//! Everything comes from the module's own SplitMix64 generator ([`rng`]) using only
+//! Everything comes from the crate's SplitMix64 generator ([`crate::rng`]) using only
 //! IEEE-exact arithmetic: scene `i` of seed `S` is a function of `hash(S, i)` alone, identical
 //! on every platform and independent across seeds and indices. Samples and detector proposals
 //! of an [`episode`] use their own streams of the same hash.
@@ -67,20 +67,14 @@ pub mod catalog;
 pub mod detector;
 pub mod query;
 pub mod render;
-pub mod rng;
-pub mod run;
 
 use image::RgbImage;
 
+pub use crate::rng::SplitMix64;
 pub use catalog::{Class, Colour, PartKind};
 pub use detector::{detector_proposals, DetectorConfig};
 pub use query::{Cue, Description, Query, Relation};
 pub use render::Background;
-pub use rng::SplitMix64;
-pub use run::{
-    evaluate_model, score_scenes, summarise, threshold_sweep, CueRow, SampleOutcome,
-    SyntheticEvalOptions, SyntheticReport, ThresholdRow,
-};
 
 use crate::types::{BoxXyxy, Granularity, Mask, Proposals};
 

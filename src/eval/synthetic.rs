@@ -1,4 +1,5 @@
-//! Running a model on fresh synthetic scenes and scoring it (`unires eval --dataset synthetic`).
+//! Running a model (any [`Segmenter`]) on fresh synthetic scenes and scoring it
+//! (`unires eval --dataset synthetic`).
 //!
 //! Every sample of `n` scenes of a seed is segmented with its ground-truth granularity forced
 //! (the task as posed: image, phrase and granularity). The metrics, all in percent:
@@ -14,11 +15,11 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{episode, Cue, Sample, SyntheticConfig};
 use crate::error::Result;
 use crate::eval::metrics::{GeneralizedAccumulator, Metrics, SampleStats};
-use crate::model::unires::UniRes;
-use crate::types::{Granularity, Mask};
+use crate::pipeline::{Encoded, Segmenter};
+use crate::synthetic::{episode, Cue, Sample, SyntheticConfig};
+use crate::types::{argmax, Granularity, Mask};
 
 /// The metrics of a report, in table order.
 pub const METRICS: [&str; 8] = [
@@ -141,8 +142,8 @@ impl SampleOutcome {
 /// Segments one sample (its granularity forced, no rejection by the score) and compares
 /// with the ground truth.
 pub fn score_sample(
-    model: &UniRes,
-    enc: &crate::model::unires::EncodedImage,
+    model: &dyn Segmenter,
+    enc: &Encoded,
     sample: &Sample,
 ) -> Result<SampleOutcome> {
     let seg = model.segment_with_threshold(
@@ -161,8 +162,8 @@ pub fn score_sample(
         }
     };
     let raw = SampleStats::new(&seg.mask, gt, sample.mask.is_none())?;
-    let auto = Granularity::from_index(UniRes::argmax(&seg.granularity_probs))
-        .unwrap_or(Granularity::Object);
+    let auto =
+        Granularity::from_index(argmax(&seg.granularity_probs)).unwrap_or(Granularity::Object);
     Ok(SampleOutcome {
         granularity: sample.granularity,
         cue: sample.cue,
@@ -308,7 +309,10 @@ pub fn summarise(
 
 /// Segments every sample of `opts.scenes` scenes of `opts.seed` with `model`, without
 /// rejecting any by the score (apply a threshold with [`summarise`] or [`threshold_sweep`]).
-pub fn score_scenes(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<Vec<SampleOutcome>> {
+pub fn score_scenes(
+    model: &dyn Segmenter,
+    opts: &SyntheticEvalOptions,
+) -> Result<Vec<SampleOutcome>> {
     let pb = if opts.progress {
         let pb = ProgressBar::new(opts.scenes as u64);
         let style = ProgressStyle::with_template(
@@ -337,13 +341,16 @@ pub fn score_scenes(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<Vec<S
 /// Generates `opts.scenes` scenes of `opts.seed`, segments every sample with `model` and
 /// scores the predictions at the model's no-target threshold (see the module documentation
 /// for the metrics).
-pub fn evaluate_model(model: &UniRes, opts: &SyntheticEvalOptions) -> Result<SyntheticReport> {
+pub fn evaluate_model(
+    model: &dyn Segmenter,
+    opts: &SyntheticEvalOptions,
+) -> Result<SyntheticReport> {
     let start = Instant::now();
     let outcomes = score_scenes(model, opts)?;
     Ok(summarise(
         opts.scenes,
         &outcomes,
-        model.config().no_target_threshold,
+        model.no_target_threshold(),
         start.elapsed().as_secs_f64(),
     ))
 }

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use super::catalog::{Class, Colour, PartKind};
-use super::rng::SplitMix64;
 use super::{Sample, Scene, SceneObject, SyntheticConfig, Target};
+use crate::rng::SplitMix64;
 use crate::types::{Granularity, Mask};
 
 /// Positional relations need the referent's box centre to lead every other candidate's by at

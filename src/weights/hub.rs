@@ -9,7 +9,7 @@ use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use crate::weights::checkpoint::{INDEX_FILE, SINGLE_FILE};
 
 /// Where and how to reach the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]

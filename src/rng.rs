@@ -1,7 +1,10 @@
-//! The benchmark's own pseudo-random generator: SplitMix64 (Steele, Lea & Flood, 2014).
+//! The crate's one seeded pseudo-random generator: SplitMix64 (Steele, Lea & Flood, 2014).
 //!
-//! Only integer arithmetic and IEEE-exact float operations (`+ − × ÷`, `sqrt`) are used, so a
-//! seed gives the same scenes on every platform and with every version of every dependency.
+//! The synthetic world draws only with integer arithmetic and IEEE-exact float operations
+//! (`+ − × ÷`, `sqrt`), so a seed gives the same scenes on every platform and with every
+//! version of every dependency. Seeded initialisation ([`crate::model::init`]) also uses
+//! [`SplitMix64::unit_f64`] and [`SplitMix64::normal_f64`] (Box–Muller, which calls `ln` and
+//! `cos`).
 
 /// The SplitMix64 finaliser: a bijective 64-bit mix.
 pub fn mix64(mut z: u64) -> u64 {
@@ -51,6 +54,18 @@ impl SplitMix64 {
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.f32()
+    }
+
+    /// Uniform in `[0, 1)` with 53 bits of precision.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller on two [`SplitMix64::unit_f64`] draws).
+    pub fn normal_f64(&mut self) -> f64 {
+        let u1 = self.unit_f64().max(1e-300);
+        let u2 = self.unit_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
     /// Uniform integer in `[0, n)`; 0 when `n == 0`.

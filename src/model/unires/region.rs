@@ -16,13 +16,6 @@ use crate::error::{Error, Result};
 use crate::model::nn::Linear;
 use crate::ops::roi_align::{roi_align, RoiAlign};
 
-/// Whether a region is a whole object or a part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegionKind {
-    Object = 0,
-    Part = 1,
-}
-
 /// The region encoder.
 #[derive(Debug, Clone)]
 pub struct RegionEncoder {

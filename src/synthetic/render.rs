@@ -4,8 +4,8 @@
 use image::{Rgb, RgbImage};
 
 use super::catalog::{extent, secondary_rgb, shape, Class, Colour, Shape};
-use super::rng::SplitMix64;
 use super::{Scene, SceneObject, ScenePart, SyntheticConfig};
+use crate::rng::SplitMix64;
 use crate::types::{BoxXyxy, Mask};
 
 /// Hard cap on objects per scene (pixel owners are `u16` codes of object and part).
@@ -442,10 +442,14 @@ pub fn build_scene(seed: u64, index: u64, cfg: &SyntheticConfig) -> Scene {
                     if o == 0 || (o - 1) / 4 != k {
                         continue;
                     }
-                    obj_mask.set(y, x, true);
+                    // (y, x) lies in the placement box, inside the scene by construction.
+                    if obj_mask.set(y, x, true).is_err() {
+                        continue;
+                    }
                     if let Some(part) = parts.get_mut((o - 1) % 4) {
-                        part.mask.set(y, x, true);
-                        part.area += 1;
+                        if part.mask.set(y, x, true).is_ok() {
+                            part.area += 1;
+                        }
                     }
                 }
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{PickleFile, SafetensorsFile, TensorInfo, TensorStore};
+use crate::weights::checkpoint::{PickleFile, SafetensorsFile, TensorInfo, TensorStore};
 
 /// Weight files looked for in a directory, in order.
 pub const DIR_CANDIDATES: &[&str] = &[
@@ -241,17 +241,17 @@ impl Input {
 
 /// A component given as `hf:owner/name[@revision]` is fetched from the hub (its config and
 /// weights only, see [`DIR_CANDIDATES`]); anything else is a local path, returned as is.
-pub fn resolve(spec: &Path, hub: &crate::io::hub::HubOptions) -> Result<PathBuf> {
-    match spec.to_str().and_then(crate::io::hub::parse_hub_spec) {
-        Some((repo, rev)) => crate::io::hub::fetch_component(&repo, &rev, DIR_CANDIDATES, hub),
+pub fn resolve(spec: &Path, hub: &crate::weights::hub::HubOptions) -> Result<PathBuf> {
+    match spec.to_str().and_then(crate::weights::hub::parse_hub_spec) {
+        Some((repo, rev)) => crate::weights::hub::fetch_component(&repo, &rev, DIR_CANDIDATES, hub),
         None => Ok(spec.to_path_buf()),
     }
 }
 
 /// A `tokenizer.json` given as `hf:owner/name[@revision]` or as a local path.
-pub fn resolve_tokenizer(spec: &Path, hub: &crate::io::hub::HubOptions) -> Result<PathBuf> {
-    match spec.to_str().and_then(crate::io::hub::parse_hub_spec) {
-        Some((repo, rev)) => crate::io::hub::fetch_file(&repo, &rev, "tokenizer.json", hub),
+pub fn resolve_tokenizer(spec: &Path, hub: &crate::weights::hub::HubOptions) -> Result<PathBuf> {
+    match spec.to_str().and_then(crate::weights::hub::parse_hub_spec) {
+        Some((repo, rev)) => crate::weights::hub::fetch_file(&repo, &rev, "tokenizer.json", hub),
         None => Ok(spec.to_path_buf()),
     }
 }

@@ -1,8 +1,8 @@
 //! Proposals "as a detector would give them": ground-truth object and part boxes with
 //! coordinate jitter, occasional misses and a few false boxes, shuffled and capped.
 
-use super::rng::SplitMix64;
 use super::Scene;
+use crate::rng::SplitMix64;
 use crate::types::{BoxXyxy, Proposals};
 
 /// How the simulated detector errs.

@@ -1,0 +1,175 @@
+//! The one path through the UniRES++ graph, shared by inference and training:
+//! encode (both views, vision blocks, region tokens) → prompt → prefill → granularity and
+//! `[SEG]` → head → masks → instances. Inference ([`UniRes::segment`]) prefills one query
+//! and appends the answer it chose through the KV cache; training
+//! (`crate::train::batch`) runs the same stages on a batch with the answers teacher-forced.
+
+pub mod encode;
+pub mod output;
+pub mod query;
+
+use candle_core::{DType, IndexOp};
+use image::RgbImage;
+
+pub use encode::{cap_proposals, encode, encode_batch, EncodedBatch, EncodedImage, RegionLayout};
+pub use query::{prompt_query, QueryPrompt, QueryRegions, RegionRows};
+
+use crate::error::Result;
+use crate::model::unires::{HeadInputs, UniRes};
+use crate::ops::upsample::MaskResize;
+use crate::pipeline::{Encoded, Family, Segmenter};
+use crate::types::{argmax, Granularity, Mask, Proposals, Segmentation};
+
+impl UniRes {
+    /// Encodes an image and its proposals (original pixel coordinates) once.
+    pub fn encode(&self, image: &RgbImage, proposals: &Proposals) -> Result<EncodedImage> {
+        encode::encode(self, image, proposals)
+    }
+
+    /// Segments `expression` at `granularity` in an encoded image.
+    pub fn segment(
+        &self,
+        enc: &EncodedImage,
+        expression: &str,
+        granularity: Granularity,
+    ) -> Result<Segmentation> {
+        self.segment_with_threshold(
+            enc,
+            expression,
+            granularity,
+            self.config().no_target_threshold,
+        )
+    }
+
+    /// [`UniRes::segment`] with `no_target_threshold` in place of the configured one: the
+    /// result is empty when its score is below it (`f32::NEG_INFINITY`: never empty by the
+    /// score, e.g. to calibrate the threshold on held-out data).
+    pub fn segment_with_threshold(
+        &self,
+        enc: &EncodedImage,
+        expression: &str,
+        granularity: Granularity,
+        no_target_threshold: f32,
+    ) -> Result<Segmentation> {
+        let n_obj = enc.proposals.objects.len();
+        let n_part = enc.proposals.parts.len();
+        let q = query::prompt_query(
+            self,
+            &enc.image_tokens,
+            &enc.region_tokens,
+            expression,
+            (n_obj, n_part),
+        )?;
+        let (hidden, mut cache) = query::prefill(self, &q)?;
+        let last = hidden.i((.., q.len()? - 1, ..))?;
+        let gl = query::granularity_logits(self, &last)?; // (1, 3)
+        let probs = candle_nn::ops::softmax_last_dim(&gl)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        let chosen = granularity.index().unwrap_or_else(|| argmax(&probs));
+        let seg_hidden = query::answer(self, &mut cache, chosen)?;
+        let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
+        let rows = query::region_rows(
+            self,
+            &hidden,
+            &[QueryRegions {
+                positions: &q.region_positions,
+                boxes: &enc.region_boxes,
+                n_objects: n_obj,
+                n_parts: n_part,
+                granularity: g,
+            }],
+        )?;
+        let valid = rows.valid.to_dtype(self.dtype())?;
+        let out = self.head(&HeadInputs {
+            seg_hidden: &seg_hidden,
+            region_hidden: &rows.hidden,
+            region_valid: &valid,
+            region_boxes: &rows.boxes,
+            dense: &enc.dense,
+            skips: (&enc.skips.0, &enc.skips.1),
+            compete: Some(&rows.compete),
+            forced: None,
+        })?;
+        let score = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
+            .squeeze(0)?
+            .to_scalar::<f32>()?;
+        let granularity_probs = [probs[0], probs[1], probs[2]];
+        let (hh, ww) = (enc.height as usize, enc.width as usize);
+        if score < no_target_threshold {
+            return Ok(Segmentation {
+                mask: Mask::zeros(hh, ww),
+                instances: Vec::new(),
+                granularity: g,
+                score,
+                granularity_probs,
+            });
+        }
+        let logits = out.masks.i((.., chosen, .., ..))?.to_dtype(DType::F32)?; // (1, 4h, 4w)
+        let geo = &enc.geometry;
+        let resize = MaskResize {
+            padded: (geo.padded_h, geo.padded_w),
+            valid: (geo.resized_h, geo.resized_w),
+            orig: (hh, ww),
+        };
+        let mask = output::full_mask(&logits, &resize)?;
+        let select: Vec<f32> = if rows.width()? > 0 {
+            candle_nn::ops::sigmoid(&out.select_logits.to_dtype(DType::F32)?)?
+                .squeeze(0)?
+                .to_vec1()?
+        } else {
+            Vec::new()
+        };
+        let instances = output::instances(
+            &mask,
+            g,
+            score,
+            &enc.proposals,
+            &select,
+            self.config().instance_threshold,
+        );
+        Ok(Segmentation {
+            mask,
+            instances,
+            granularity: g,
+            score,
+            granularity_probs,
+        })
+    }
+}
+
+impl Segmenter for UniRes {
+    fn family(&self) -> Family {
+        Family::UniRes
+    }
+
+    fn limits(&self) -> &crate::config::Limits {
+        &self.config().limits
+    }
+
+    fn no_target_threshold(&self) -> f32 {
+        self.config().no_target_threshold
+    }
+
+    fn encode(&self, image: &RgbImage, proposals: &Proposals) -> Result<Encoded> {
+        let enc = UniRes::encode(self, image, proposals)?;
+        Ok(Encoded::new(
+            Family::UniRes,
+            enc.width,
+            enc.height,
+            enc.proposals.clone(),
+            enc,
+        ))
+    }
+
+    fn segment_with_threshold(
+        &self,
+        encoded: &Encoded,
+        expression: &str,
+        granularity: Granularity,
+        no_target_threshold: f32,
+    ) -> Result<Segmentation> {
+        let enc = encoded.get::<EncodedImage>(Family::UniRes)?;
+        UniRes::segment_with_threshold(self, enc, expression, granularity, no_target_threshold)
+    }
+}
