@@ -8,12 +8,11 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 
 use super::attention_cpu::{attention_cpu, AdditiveMask, Dims, FusedMask};
 use super::cpu::{storage_from_f32, FloatSlice};
 use crate::error::{Error, Result};
-use crate::model::nn::softmax_last_dim;
 
 /// Which positions a query may attend to.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +23,17 @@ pub enum AttnMask<'a> {
     Causal,
     /// An additive mask broadcastable to `(B, H, Sq, Sk)` (0 = keep, −inf = drop).
     Additive(&'a Tensor),
+}
+
+/// Softmax over the last dimension (fused at inference, differentiable when training).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    }
 }
 
 /// Shapes of one call: `(B, H, Hkv, Sq, Sk, D, Dv)`.
