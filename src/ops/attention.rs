@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 
-use super::attention_cpu::{attention_cpu, AdditiveMask, Dims, FusedMask};
+use super::attention_cpu::{attention_cpu, AdditiveMask, FusedMask};
 use super::cpu::{storage_from_f32, FloatSlice};
+use super::params::{AttentionParams, Dims, MaskKind, GPU_MAX_HEAD_DIM};
 use crate::error::{Error, Result};
 
 /// Which positions a query may attend to.
@@ -128,14 +129,6 @@ pub fn attention_plain(
     let p = softmax_last_dim(&scores)?;
     Ok(p.matmul(&v.contiguous()?)?)
 }
-
-/// Largest head dimension (`D`, `Dv`) of the GPU kernels (`ATTN_MAX_DIM` in
-/// kernels/cuda/attention.cu and kernels/metal/attention.metal).
-#[cfg_attr(
-    not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
-    allow(dead_code)
-)]
-pub(crate) const GPU_MAX_HEAD_DIM: usize = 256;
 
 /// Fewest keys for which the fused CPU kernel beats the plain composition. With fewer keys
 /// than one register tile (16) the kernel mostly pads (BENCHMARKS.md, "attention dispatch":
@@ -277,6 +270,25 @@ pub(crate) struct FusedAttention {
     pub(crate) mask: FusedMask,
 }
 
+impl FusedAttention {
+    /// The plain-number form the GPU backends take.
+    #[cfg_attr(
+        not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
+        allow(dead_code)
+    )]
+    fn params(&self) -> AttentionParams {
+        AttentionParams {
+            dims: self.dims,
+            scale: self.scale,
+            mask: match self.mask {
+                FusedMask::None => MaskKind::None,
+                FusedMask::Causal => MaskKind::Causal,
+                FusedMask::Additive(_) => MaskKind::Additive,
+            },
+        }
+    }
+}
+
 impl CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
         "fused-attention"
@@ -321,7 +333,7 @@ impl CustomOp3 for FusedAttention {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::attention_fwd(self, s1, l1, s2, l2, s3, l3)
+        super::cuda::attention_fwd(&self.params(), s1, l1, s2, l2, s3, l3)
     }
 
     #[cfg(all(feature = "metal", target_os = "macos"))]
@@ -334,6 +346,6 @@ impl CustomOp3 for FusedAttention {
         s3: &candle_core::MetalStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
-        super::metal::attention_fwd(self, s1, l1, s2, l2, s3, l3)
+        super::metal::attention_fwd(&self.params(), s1, l1, s2, l2, s3, l3)
     }
 }
