@@ -12,6 +12,9 @@ use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::ops::attention::{attention, AttnMask};
 
+// The softmax lives with the attention op, which needs it and sits below the model layer.
+pub use crate::ops::attention::softmax_last_dim;
+
 /// `y = x Wᵀ + b`, weights named `weight`/`bias` as in PyTorch.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -123,17 +126,6 @@ impl RmsNorm {
             let x = x.contiguous()?;
             Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?)
         }
-    }
-}
-
-/// Softmax over the last dimension (fused at inference, differentiable when training).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
-        let max = x.max_keepdim(D::Minus1)?.detach();
-        let e = x.broadcast_sub(&max)?.exp()?;
-        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
-    } else {
-        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
     }
 }
 

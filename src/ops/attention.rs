@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 
-use super::attention_cpu::{attention_cpu, AdditiveMask, Dims, FusedMask};
+use super::attention_cpu::{attention_cpu, AdditiveMask, FusedMask};
 use super::cpu::{storage_from_f32, FloatSlice};
+use super::params::{AttentionParams, Dims, MaskKind, GPU_MAX_HEAD_DIM};
 use crate::error::{Error, Result};
-use crate::model::nn::softmax_last_dim;
 
 /// Which positions a query may attend to.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,17 @@ pub enum AttnMask<'a> {
     Causal,
     /// An additive mask broadcastable to `(B, H, Sq, Sk)` (0 = keep, −inf = drop).
     Additive(&'a Tensor),
+}
+
+/// Softmax over the last dimension (fused at inference, differentiable when training).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    }
 }
 
 /// Shapes of one call: `(B, H, Hkv, Sq, Sk, D, Dv)`.
@@ -118,14 +129,6 @@ pub fn attention_plain(
     let p = softmax_last_dim(&scores)?;
     Ok(p.matmul(&v.contiguous()?)?)
 }
-
-/// Largest head dimension (`D`, `Dv`) of the GPU kernels (`ATTN_MAX_DIM` in
-/// kernels/cuda/attention.cu and kernels/metal/attention.metal).
-#[cfg_attr(
-    not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
-    allow(dead_code)
-)]
-pub(crate) const GPU_MAX_HEAD_DIM: usize = 256;
 
 /// Fewest keys for which the fused CPU kernel beats the plain composition. With fewer keys
 /// than one register tile (16) the kernel mostly pads (BENCHMARKS.md, "attention dispatch":
@@ -267,6 +270,25 @@ pub(crate) struct FusedAttention {
     pub(crate) mask: FusedMask,
 }
 
+impl FusedAttention {
+    /// The plain-number form the GPU backends take.
+    #[cfg_attr(
+        not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
+        allow(dead_code)
+    )]
+    fn params(&self) -> AttentionParams {
+        AttentionParams {
+            dims: self.dims,
+            scale: self.scale,
+            mask: match self.mask {
+                FusedMask::None => MaskKind::None,
+                FusedMask::Causal => MaskKind::Causal,
+                FusedMask::Additive(_) => MaskKind::Additive,
+            },
+        }
+    }
+}
+
 impl CustomOp3 for FusedAttention {
     fn name(&self) -> &'static str {
         "fused-attention"
@@ -311,7 +333,7 @@ impl CustomOp3 for FusedAttention {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::attention_fwd(self, s1, l1, s2, l2, s3, l3)
+        super::cuda::attention_fwd(&self.params(), s1, l1, s2, l2, s3, l3)
     }
 
     #[cfg(all(feature = "metal", target_os = "macos"))]
@@ -324,6 +346,6 @@ impl CustomOp3 for FusedAttention {
         s3: &candle_core::MetalStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
-        super::metal::attention_fwd(self, s1, l1, s2, l2, s3, l3)
+        super::metal::attention_fwd(&self.params(), s1, l1, s2, l2, s3, l3)
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::cpu::{exp, simd_dispatch, Elem, FloatSlice, Fma};
+use super::params::Dims;
 
 /// Rows of the micro-kernel's register tile.
 const MR: usize = 6;
@@ -38,18 +39,6 @@ pub(crate) enum FusedMask {
     /// Queries are the last `Sq` of `Sk` positions.
     Causal,
     Additive(Arc<AdditiveMask>),
-}
-
-/// Sizes of one call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Dims {
-    pub(crate) b: usize,
-    pub(crate) h: usize,
-    pub(crate) hkv: usize,
-    pub(crate) sq: usize,
-    pub(crate) sk: usize,
-    pub(crate) d: usize,
-    pub(crate) dv: usize,
 }
 
 /// `acc += A · B` for one register tile: `A` packed as `k` columns of [`MR`] values, `B` a

@@ -9,10 +9,10 @@ use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 
-use super::attention::{FusedAttention, GPU_MAX_HEAD_DIM};
-use super::attention_cpu::FusedMask;
-use super::roi_align::{RoiAlign, RoiAlignBackwardOp};
-use super::upsample::{out_shape, MaskOutput, MaskUpsampleOp};
+use super::params::{
+    mask_out_shape, AttentionParams, MaskKind, MaskOutput, RoiAlignBackwardParams, RoiAlignParams,
+    UpsampleParams, GPU_MAX_HEAD_DIM,
+};
 
 const ROI_ALIGN_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/roi_align.ptx"));
 const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
@@ -83,14 +83,14 @@ struct RoiArgs {
 }
 
 impl RoiArgs {
-    fn new(p: &RoiAlign, k: usize, c: usize, h: usize, w: usize) -> Result<Self> {
+    fn new(p: &RoiAlignParams, k: usize, c: usize, h: usize, w: usize) -> Result<Self> {
         Ok(Self {
             n_rois: i32_of(k, "rois")?,
             channels: i32_of(c, "channels")?,
             height: i32_of(h, "height")?,
             width: i32_of(w, "width")?,
-            oh: i32_of(p.output_size.0, "output height")?,
-            ow: i32_of(p.output_size.1, "output width")?,
+            oh: i32_of(p.pooled_h, "output height")?,
+            ow: i32_of(p.pooled_w, "output width")?,
             scale: p.spatial_scale,
             sampling_ratio: p.sampling_ratio,
             aligned: i32::from(p.aligned),
@@ -137,7 +137,7 @@ fn roi_fwd_typed<T: Elem>(
 }
 
 pub(crate) fn roi_align_fwd(
-    p: &RoiAlign,
+    p: &RoiAlignParams,
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -145,7 +145,7 @@ pub(crate) fn roi_align_fwd(
 ) -> Result<(CudaStorage, Shape)> {
     let (_n, c, h, w) = l1.shape().dims4()?;
     let (k, _) = l2.shape().dims2()?;
-    let (oh, ow) = p.output_size;
+    let (oh, ow) = (p.pooled_h, p.pooled_w);
     let dev = s1.device().clone();
     let rois = view::<f32>(s2, l2, "roi_align")?;
     let args = RoiArgs::new(p, k, c, h, w)?;
@@ -217,17 +217,17 @@ fn cast_from_f32<T: Elem>(
 }
 
 pub(crate) fn roi_align_bwd(
-    op: &RoiAlignBackwardOp,
+    p: &RoiAlignBackwardParams,
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     let (k, c, oh, ow) = l1.shape().dims4()?;
-    let (n, h, w) = (op.batch, op.height, op.width);
+    let (n, h, w) = (p.batch, p.height, p.width);
     let dev = s1.device().clone();
     let rois = view::<f32>(s2, l2, "roi_align backward")?;
-    let args = RoiArgs::new(&op.p, k, c, h, w)?;
+    let args = RoiArgs::new(&p.roi, k, c, h, w)?;
     let counts = (k * c * oh * ow, n * c * h * w);
     let storage = match s1.dtype() {
         DType::F32 => {
@@ -254,12 +254,12 @@ pub(crate) fn roi_align_bwd(
 #[allow(clippy::too_many_arguments)]
 fn attention_typed<T: Elem>(
     dev: &CudaDevice,
-    op: &FusedAttention,
+    p: &AttentionParams,
     (s1, l1): (&CudaStorage, &Layout),
     (s2, l2): (&CudaStorage, &Layout),
     (s3, l3): (&CudaStorage, &Layout),
 ) -> Result<CudaSlice<T>> {
-    let d = &op.dims;
+    let d = &p.dims;
     let (q, k, v) = (
         view::<T>(s1, l1, "attention")?,
         view::<T>(s2, l2, "attention")?,
@@ -273,7 +273,7 @@ fn attention_typed<T: Elem>(
     }
     // Key/value rows per shared-memory tile: at most one per lane, within 48 KiB.
     let kt = (SHARED_BYTES / 4 / (d.d + d.dv)).min(32);
-    let causal = i32::from(matches!(op.mask, FusedMask::Causal));
+    let causal = i32::from(matches!(p.mask, MaskKind::Causal));
     let scalars = [
         i32_of(d.h, "heads")?,
         i32_of(d.hkv, "kv heads")?,
@@ -298,7 +298,7 @@ fn attention_typed<T: Elem>(
     for s in &scalars {
         b.arg(s);
     }
-    b.arg(&op.scale);
+    b.arg(&p.scale);
     b.arg(&causal);
     b.arg(&kt_i);
     // SAFETY: pointers, sizes and shared memory match the kernel (kernels/cuda/attention.cu).
@@ -307,7 +307,7 @@ fn attention_typed<T: Elem>(
 }
 
 pub(crate) fn attention_fwd(
-    op: &FusedAttention,
+    p: &AttentionParams,
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -315,8 +315,8 @@ pub(crate) fn attention_fwd(
     s3: &CudaStorage,
     l3: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
-    let d = &op.dims;
-    if matches!(op.mask, FusedMask::Additive(_)) {
+    let d = &p.dims;
+    if matches!(p.mask, MaskKind::Additive) {
         bail!("attention: the CUDA kernel takes no additive mask")
     }
     if d.d > GPU_MAX_HEAD_DIM || d.dv > GPU_MAX_HEAD_DIM {
@@ -326,15 +326,15 @@ pub(crate) fn attention_fwd(
     let ins = ((s1, l1), (s2, l2), (s3, l3));
     let storage = match s1.dtype() {
         DType::F32 => {
-            let out = attention_typed::<f32>(&dev, op, ins.0, ins.1, ins.2)?;
+            let out = attention_typed::<f32>(&dev, p, ins.0, ins.1, ins.2)?;
             CudaStorage::wrap_cuda_slice(out, dev)
         }
         DType::F16 => {
-            let out = attention_typed::<f16>(&dev, op, ins.0, ins.1, ins.2)?;
+            let out = attention_typed::<f16>(&dev, p, ins.0, ins.1, ins.2)?;
             CudaStorage::wrap_cuda_slice(out, dev)
         }
         DType::BF16 => {
-            let out = attention_typed::<bf16>(&dev, op, ins.0, ins.1, ins.2)?;
+            let out = attention_typed::<bf16>(&dev, p, ins.0, ins.1, ins.2)?;
             CudaStorage::wrap_cuda_slice(out, dev)
         }
         other => bail!("attention: dtype {other:?} is not supported"),
@@ -346,20 +346,19 @@ pub(crate) fn attention_fwd(
 
 fn mask_typed<T: Elem, O: CudaDType + DeviceRepr>(
     dev: &CudaDevice,
-    op: &MaskUpsampleOp,
+    p: &UpsampleParams,
     s: &CudaStorage,
     l: &Layout,
     (n, h, w): (usize, usize, usize),
 ) -> Result<CudaSlice<O>> {
     let low = view::<T>(s, l, "upsample_masks")?;
-    let r = &op.r;
-    let count = n * r.orig.0 * r.orig.1;
+    let count = n * p.orig.0 * p.orig.1;
     // SAFETY: every element is written by the kernel below.
     let out = unsafe { dev.alloc::<O>(count)? };
     if count == 0 {
         return Ok(out);
     }
-    let mode = match op.out {
+    let mode = match p.output {
         MaskOutput::Masks => 0i32,
         MaskOutput::Probs => 1,
         MaskOutput::Logits => 2,
@@ -368,12 +367,12 @@ fn mask_typed<T: Elem, O: CudaDType + DeviceRepr>(
         i32_of(n, "masks")?,
         i32_of(h, "height")?,
         i32_of(w, "width")?,
-        i32_of(r.padded.0, "padded height")?,
-        i32_of(r.padded.1, "padded width")?,
-        i32_of(r.valid.0, "valid height")?,
-        i32_of(r.valid.1, "valid width")?,
-        i32_of(r.orig.0, "output height")?,
-        i32_of(r.orig.1, "output width")?,
+        i32_of(p.padded.0, "padded height")?,
+        i32_of(p.padded.1, "padded width")?,
+        i32_of(p.valid.0, "valid height")?,
+        i32_of(p.valid.1, "valid width")?,
+        i32_of(p.orig.0, "output height")?,
+        i32_of(p.orig.1, "output width")?,
         mode,
     ];
     let name = format!("mask_upsample_{}", T::SUFFIX);
@@ -390,31 +389,31 @@ fn mask_typed<T: Elem, O: CudaDType + DeviceRepr>(
 }
 
 pub(crate) fn mask_upsample_fwd(
-    op: &MaskUpsampleOp,
+    p: &UpsampleParams,
     s: &CudaStorage,
     l: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
-    let (n, h, w, shape) = out_shape(l.dims(), &op.r)?;
+    let (n, h, w, shape) = mask_out_shape(l.dims(), p.orig)?;
     let dev = s.device().clone();
     let dims = (n, h, w);
-    let storage = match (s.dtype(), op.out) {
+    let storage = match (s.dtype(), p.output) {
         (DType::F32, MaskOutput::Masks) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<f32, u8>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<f32, u8>(&dev, p, s, l, dims)?, dev)
         }
         (DType::F16, MaskOutput::Masks) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<f16, u8>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<f16, u8>(&dev, p, s, l, dims)?, dev)
         }
         (DType::BF16, MaskOutput::Masks) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<bf16, u8>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<bf16, u8>(&dev, p, s, l, dims)?, dev)
         }
         (DType::F32, _) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<f32, f32>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<f32, f32>(&dev, p, s, l, dims)?, dev)
         }
         (DType::F16, _) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<f16, f32>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<f16, f32>(&dev, p, s, l, dims)?, dev)
         }
         (DType::BF16, _) => {
-            CudaStorage::wrap_cuda_slice(mask_typed::<bf16, f32>(&dev, op, s, l, dims)?, dev)
+            CudaStorage::wrap_cuda_slice(mask_typed::<bf16, f32>(&dev, p, s, l, dims)?, dev)
         }
         (other, _) => bail!("upsample_masks: dtype {other:?} is not supported"),
     };

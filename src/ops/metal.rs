@@ -9,10 +9,10 @@ use candle_core::{bail, DType, Layout, MetalDevice, MetalError, MetalStorage, Re
 use candle_metal_kernels::metal::{ComputeCommandEncoder, ComputePipeline};
 use objc2_metal::MTLSize;
 
-use super::attention::{FusedAttention, GPU_MAX_HEAD_DIM};
-use super::attention_cpu::FusedMask;
-use super::roi_align::RoiAlign;
-use super::upsample::{out_shape, MaskOutput, MaskUpsampleOp};
+use super::params::{
+    mask_out_shape, AttentionParams, MaskKind, MaskOutput, RoiAlignParams, UpsampleParams,
+    GPU_MAX_HEAD_DIM,
+};
 
 const ROI_ALIGN_SRC: &str = include_str!("../../kernels/metal/roi_align.metal");
 const ATTENTION_SRC: &str = include_str!("../../kernels/metal/attention.metal");
@@ -98,7 +98,7 @@ fn dispatch_elementwise(enc: &ComputeCommandEncoder, p: &ComputePipeline, n: usi
 
 /// `RoiAlignParams` in roi_align.metal.
 #[repr(C)]
-struct RoiAlignParams {
+struct RoiAlignArgs {
     n_rois: i32,
     channels: i32,
     height: i32,
@@ -111,7 +111,7 @@ struct RoiAlignParams {
 }
 
 pub(crate) fn roi_align_fwd(
-    p: &RoiAlign,
+    p: &RoiAlignParams,
     s1: &MetalStorage,
     l1: &Layout,
     s2: &MetalStorage,
@@ -120,7 +120,7 @@ pub(crate) fn roi_align_fwd(
     const OP: &str = "roi_align";
     let (_n, c, h, w) = l1.shape().dims4()?;
     let (k, _) = l2.shape().dims2()?;
-    let (oh, ow) = p.output_size;
+    let (oh, ow) = (p.pooled_h, p.pooled_w);
     let dtype = s1.dtype();
     let device = s1.device();
     let count = k * c * oh * ow;
@@ -130,7 +130,7 @@ pub(crate) fn roi_align_fwd(
         .with_label(OP)
         .build()?;
     if count > 0 {
-        let params = RoiAlignParams {
+        let params = RoiAlignArgs {
             n_rois: i32_of(k, "rois")?,
             channels: i32_of(c, "channels")?,
             height: i32_of(h, "height")?,
@@ -160,7 +160,7 @@ pub(crate) fn roi_align_fwd(
 
 /// `AttentionParams` in attention.metal.
 #[repr(C)]
-struct AttentionParams {
+struct AttentionArgs {
     heads: i32,
     kv_heads: i32,
     sq: i32,
@@ -173,7 +173,7 @@ struct AttentionParams {
 }
 
 pub(crate) fn attention_fwd(
-    op: &FusedAttention,
+    p: &AttentionParams,
     s1: &MetalStorage,
     l1: &Layout,
     s2: &MetalStorage,
@@ -182,8 +182,8 @@ pub(crate) fn attention_fwd(
     l3: &Layout,
 ) -> Result<(MetalStorage, Shape)> {
     const OP: &str = "attention";
-    let d = &op.dims;
-    if matches!(op.mask, FusedMask::Additive(_)) {
+    let d = &p.dims;
+    if matches!(p.mask, MaskKind::Additive) {
         bail!("attention: the Metal kernel takes no additive mask")
     }
     if d.d > GPU_MAX_HEAD_DIM || d.dv > GPU_MAX_HEAD_DIM {
@@ -199,15 +199,15 @@ pub(crate) fn attention_fwd(
         .build()?;
     if count > 0 {
         let kt = (THREADGROUP_BYTES / 4 / (d.d + d.dv)).min(32);
-        let params = AttentionParams {
+        let params = AttentionArgs {
             heads: i32_of(d.h, "heads")?,
             kv_heads: i32_of(d.hkv, "kv heads")?,
             sq: i32_of(d.sq, "query length")?,
             sk: i32_of(d.sk, "key length")?,
             d: i32_of(d.d, "head dim")?,
             dv: i32_of(d.dv, "value dim")?,
-            scale: op.scale,
-            causal: i32::from(matches!(op.mask, FusedMask::Causal)),
+            scale: p.scale,
+            causal: i32::from(matches!(p.mask, MaskKind::Causal)),
             kt: kt as i32,
         };
         let name = format!("attention_fwd_{}", suffix(dtype, OP)?);
@@ -242,7 +242,7 @@ pub(crate) fn attention_fwd(
 
 /// `MaskUpsampleParams` in mask_upsample.metal.
 #[repr(C)]
-struct MaskUpsampleParams {
+struct MaskUpsampleArgs {
     n: i32,
     h: i32,
     w: i32,
@@ -256,17 +256,16 @@ struct MaskUpsampleParams {
 }
 
 pub(crate) fn mask_upsample_fwd(
-    op: &MaskUpsampleOp,
+    p: &UpsampleParams,
     s: &MetalStorage,
     l: &Layout,
 ) -> Result<(MetalStorage, Shape)> {
     const OP: &str = "upsample_masks";
-    let (n, h, w, shape) = out_shape(l.dims(), &op.r)?;
-    let r = &op.r;
+    let (n, h, w, shape) = mask_out_shape(l.dims(), p.orig)?;
     let dtype = s.dtype();
     let device = s.device();
-    let count = n * r.orig.0 * r.orig.1;
-    let (out_dtype, kernel, mode) = match op.out {
+    let count = n * p.orig.0 * p.orig.1;
+    let (out_dtype, kernel, mode) = match p.output {
         MaskOutput::Masks => (DType::U8, "mask_upsample_masks", 0),
         MaskOutput::Probs => (DType::F32, "mask_upsample_values", 1),
         MaskOutput::Logits => (DType::F32, "mask_upsample_values", 2),
@@ -277,16 +276,16 @@ pub(crate) fn mask_upsample_fwd(
         .with_label(OP)
         .build()?;
     if count > 0 {
-        let params = MaskUpsampleParams {
+        let params = MaskUpsampleArgs {
             n: i32_of(n, "masks")?,
             h: i32_of(h, "height")?,
             w: i32_of(w, "width")?,
-            padded_h: i32_of(r.padded.0, "padded height")?,
-            padded_w: i32_of(r.padded.1, "padded width")?,
-            valid_h: i32_of(r.valid.0, "valid height")?,
-            valid_w: i32_of(r.valid.1, "valid width")?,
-            out_h: i32_of(r.orig.0, "output height")?,
-            out_w: i32_of(r.orig.1, "output width")?,
+            padded_h: i32_of(p.padded.0, "padded height")?,
+            padded_w: i32_of(p.padded.1, "padded width")?,
+            valid_h: i32_of(p.valid.0, "valid height")?,
+            valid_w: i32_of(p.valid.1, "valid width")?,
+            out_h: i32_of(p.orig.0, "output height")?,
+            out_w: i32_of(p.orig.1, "output width")?,
             mode,
         };
         let name = format!("{kernel}_{}", suffix(dtype, OP)?);

@@ -1,11 +1,14 @@
 //! Custom operations (candle `CustomOp`s): ROI Align, depthwise convolution, fused attention
 //! and fused mask upsampling. Each CPU path is always compiled and is the reference; CUDA and
 //! Metal paths (`kernels/cuda`, `kernels/metal`) sit behind the `cuda` / `metal` features.
+//! The op files hand the GPU backends (`cuda.rs`, `metal.rs`) the plain-number structs of
+//! `params`, so the backends depend on no op file.
 
 pub mod attention;
 mod attention_cpu;
 pub(crate) mod cpu;
 pub mod dwconv;
+mod params;
 pub mod roi_align;
 pub mod upsample;
 

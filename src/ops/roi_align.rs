@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{f32_values, storage_from_f32, FloatSlice};
+use super::params::{RoiAlignBackwardParams, RoiAlignParams};
 use crate::error::{Error, Result, RoiProblem};
 
 /// ROI Align parameters (torchvision's argument names).
@@ -51,6 +52,21 @@ impl RoiAlign {
     pub fn with_aligned(mut self, aligned: bool) -> Self {
         self.aligned = aligned;
         self
+    }
+
+    /// The plain-number form the GPU backends take.
+    #[cfg_attr(
+        not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn params(&self) -> RoiAlignParams {
+        RoiAlignParams {
+            pooled_h: self.output_size.0,
+            pooled_w: self.output_size.1,
+            spatial_scale: self.spatial_scale,
+            sampling_ratio: self.sampling_ratio,
+            aligned: self.aligned,
+        }
     }
 }
 
@@ -462,7 +478,7 @@ impl CustomOp2 for RoiAlignOp {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::roi_align_fwd(&self.p, s1, l1, s2, l2)
+        super::cuda::roi_align_fwd(&self.p.params(), s1, l1, s2, l2)
     }
 
     #[cfg(all(feature = "metal", target_os = "macos"))]
@@ -473,7 +489,7 @@ impl CustomOp2 for RoiAlignOp {
         s2: &candle_core::MetalStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
-        super::metal::roi_align_fwd(&self.p, s1, l1, s2, l2)
+        super::metal::roi_align_fwd(&self.p.params(), s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -505,6 +521,19 @@ pub(crate) struct RoiAlignBackwardOp {
     pub(crate) width: usize,
 }
 
+impl RoiAlignBackwardOp {
+    /// The plain-number form the CUDA backend takes.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn params(&self) -> RoiAlignBackwardParams {
+        RoiAlignBackwardParams {
+            roi: self.p.params(),
+            batch: self.batch,
+            height: self.height,
+            width: self.width,
+        }
+    }
+}
+
 impl CustomOp2 for RoiAlignBackwardOp {
     fn name(&self) -> &'static str {
         "roi-align-backward"
@@ -534,7 +563,7 @@ impl CustomOp2 for RoiAlignBackwardOp {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::roi_align_bwd(self, s1, l1, s2, l2)
+        super::cuda::roi_align_bwd(&self.params(), s1, l1, s2, l2)
     }
 
     fn bwd(

@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{sigmoid, simd_dispatch, FloatSlice, Fma};
+use super::params::{mask_out_shape, MaskOutput, UpsampleParams};
 use crate::error::{Error, Result};
 
 /// The three sizes of the mask post-processing chain, each `(height, width)`.
@@ -45,17 +46,6 @@ impl MaskResize {
             ))
         }
     }
-}
-
-/// What the fused kernel writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MaskOutput {
-    /// `u8` masks, 1 where the upsampled logit is > 0.
-    Masks,
-    /// f32 probabilities (sigmoid of the upsampled logit).
-    Probs,
-    /// f32 upsampled logits.
-    Logits,
 }
 
 /// `torch` bilinear (`align_corners=False`) along one axis of `input → output` samples: for
@@ -278,6 +268,22 @@ pub(crate) struct MaskUpsampleOp {
     pub(crate) out: MaskOutput,
 }
 
+impl MaskUpsampleOp {
+    /// The plain-number form the GPU backends take.
+    #[cfg_attr(
+        not(any(feature = "cuda", all(feature = "metal", target_os = "macos"))),
+        allow(dead_code)
+    )]
+    fn params(&self) -> UpsampleParams {
+        UpsampleParams {
+            padded: self.r.padded,
+            valid: self.r.valid,
+            orig: self.r.orig,
+            output: self.out,
+        }
+    }
+}
+
 impl CustomOp1 for MaskUpsampleOp {
     fn name(&self) -> &'static str {
         "mask-upsample"
@@ -288,7 +294,7 @@ impl CustomOp1 for MaskUpsampleOp {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, h, w, shape) = out_shape(layout.dims(), &self.r)?;
+        let (n, h, w, shape) = mask_out_shape(layout.dims(), self.r.orig)?;
         let low = FloatSlice::new(storage, layout, "upsample_masks")?.to_f32();
         let storage = match self.out {
             MaskOutput::Masks => {
@@ -305,7 +311,7 @@ impl CustomOp1 for MaskUpsampleOp {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::mask_upsample_fwd(self, storage, layout)
+        super::cuda::mask_upsample_fwd(&self.params(), storage, layout)
     }
 
     #[cfg(all(feature = "metal", target_os = "macos"))]
@@ -314,24 +320,8 @@ impl CustomOp1 for MaskUpsampleOp {
         storage: &candle_core::MetalStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
-        super::metal::mask_upsample_fwd(self, storage, layout)
+        super::metal::mask_upsample_fwd(&self.params(), storage, layout)
     }
-}
-
-/// `(masks, h, w, output shape)` for logits of shape `(N, h, w)` or `(B, M, h, w)`.
-pub(crate) fn out_shape(
-    dims: &[usize],
-    r: &MaskResize,
-) -> candle_core::Result<(usize, usize, usize, Shape)> {
-    let rank = dims.len();
-    if !(rank == 3 || rank == 4) {
-        candle_core::bail!("upsample_masks: logits {dims:?}: need (N, h, w) or (B, M, h, w)")
-    }
-    let (h, w) = (dims[rank - 2], dims[rank - 1]);
-    let n: usize = dims[..rank - 2].iter().product();
-    let mut out = dims[..rank - 2].to_vec();
-    out.extend([r.orig.0, r.orig.1]);
-    Ok((n, h, w, Shape::from(out)))
 }
 
 /// Shape and dtype checks, then the contiguous detached logits for the fused kernel.
@@ -369,7 +359,7 @@ fn split_masks(flat: Vec<u8>, r: &MaskResize) -> Vec<Vec<u8>> {
 pub fn upsample_masks(logits: &Tensor, r: &MaskResize) -> Result<Vec<Vec<u8>>> {
     let x = prepare(logits, r)?;
     if x.device().is_cpu() {
-        let (n, h, w, _) = out_shape(x.dims(), r)?;
+        let (n, h, w, _) = mask_out_shape(x.dims(), r.orig)?;
         let low = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let (masks, _) = upsample_cpu(&low, (n, h, w), r, true, None);
         return Ok(split_masks(masks, r));
@@ -406,7 +396,7 @@ pub fn upsample_masks_and_probs(logits: &Tensor, r: &MaskResize) -> Result<(Vec<
     if !x.device().is_cpu() {
         return Ok((upsample_masks(&x, r)?, upsample_mask_probs(&x, r)?));
     }
-    let (n, h, w, shape) = out_shape(x.dims(), r)?;
+    let (n, h, w, shape) = mask_out_shape(x.dims(), r.orig)?;
     let low = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let (masks, probs) = upsample_cpu(&low, (n, h, w), r, true, Some(MaskOutput::Probs));
     let probs = Tensor::from_vec(probs, shape, x.device())?;
@@ -418,7 +408,7 @@ pub fn upsample_masks_and_probs(logits: &Tensor, r: &MaskResize) -> Result<(Vec<
 /// Returns `(u8 masks, f32 probabilities)`, both `(…, orig.0, orig.1)`.
 pub fn upsample_masks_plain(logits: &Tensor, r: &MaskResize) -> Result<(Tensor, Tensor)> {
     let x = validate(logits, r)?;
-    let (n, h, w, shape) = out_shape(x.dims(), r)?;
+    let (n, h, w, shape) = mask_out_shape(x.dims(), r.orig)?;
     let x = x.to_dtype(DType::F32)?.reshape((n, 1, h, w))?;
     let x = x
         .upsample_bilinear2d(r.padded.0, r.padded.1, false)?
