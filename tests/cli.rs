@@ -3,38 +3,12 @@
 //! table of bad inputs (each exit code 1 with a one-line message naming the problem; never a
 //! panic, never exit code 101).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::{bin, TempDir};
 use unires::io::rle::CocoRle;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("unires-cli-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unires"))
-}
 
 fn scene(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +18,7 @@ fn scene(name: &str) -> PathBuf {
 
 #[test]
 fn segment_writes_mask_overlay_and_json_that_agree() {
-    let t = TempDir::new("segment");
+    let t = TempDir::new("cli-segment");
     let o = bin()
         .arg("segment")
         .arg("--image")
@@ -98,7 +72,7 @@ fn segment_writes_mask_overlay_and_json_that_agree() {
 
 #[test]
 fn eval_synthetic_writes_the_report() {
-    let t = TempDir::new("eval");
+    let t = TempDir::new("cli-eval");
     let o = bin()
         .args([
             "eval",
@@ -288,7 +262,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn every_bad_input_is_a_one_line_typed_error_with_exit_code_1() {
     for case in cases() {
-        let t = TempDir::new("bad");
+        let t = TempDir::new("cli-bad");
         let mut args = vec!["segment".to_string()];
         args.extend((case.setup)(&t));
         args.push("--out".into());

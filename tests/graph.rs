@@ -1,7 +1,10 @@
 //! The whole graph end to end on the `tiny` preset with seeded random weights: shapes,
 //! determinism, the granularity decision, the KV-cache answer path, and typed input errors.
 
+mod common;
+
 use candle_core::DType;
+use common::tensors::max_abs_diff;
 use unires::config::UniResConfig;
 use unires::model::prompt::word_level_prompt;
 use unires::model::unires::UniRes;
@@ -65,15 +68,7 @@ fn segment_runs_end_to_end_and_is_deterministic() {
     }
     // Two encodes of the same image give the same features.
     let enc2 = m.encode(&img, &proposals()).unwrap();
-    let d = (enc.dense - enc2.dense)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(d, 0.0);
+    assert_eq!(max_abs_diff(&enc.dense, &enc2.dense), 0.0);
 }
 
 #[test]

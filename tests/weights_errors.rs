@@ -4,18 +4,19 @@
 //! assembly mistakes, the hub cases (offline cache, a local stand-in for the hub), and the
 //! CLI's exit code and message for a few of them.
 
-mod weights_common;
+mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use common::weights::*;
+use common::{bin, TempDir};
 use unires::io::assemble::{assemble, GlueSource};
 use unires::io::hub::HubOptions;
 use unires::io::weights::{check_dir, load_dir, load_with, Source};
 use unires::Error;
-use weights_common::*;
 
 fn edit_tensors(file: &Path, f: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let mut m = candle_core::safetensors::load(file, &Device::Cpu).unwrap();
@@ -540,10 +541,6 @@ fn hub_download_and_repository_not_found() {
 }
 
 // ------------------------------------------------------------------------------ CLI
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unires"))
-}
 
 fn segment_cmd(t: &TempDir) -> Command {
     image().save(t.join("img.png")).unwrap();

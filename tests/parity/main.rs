@@ -5,17 +5,20 @@
 //!
 //! Run: `cargo test --release --test parity`. Prints one line per case and run.
 
-mod clip_vision;
+#[path = "../common/mod.rs"]
 mod common;
+
+mod clip_vision;
 mod convnext;
+mod harness;
 mod interpolate;
 mod llama;
 mod roi_align;
 mod sam_mask_decoder;
 
-use common::{Case, Outcome};
+use harness::{Case, Outcome};
 
-type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
+type Runner = fn(&Case) -> harness::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
@@ -32,7 +35,7 @@ fn runner(kind: &str) -> Option<Runner> {
 
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+    let root = common::fixtures("parity");
     let mut dirs: Vec<_> = match std::fs::read_dir(&root) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
@@ -58,7 +61,7 @@ fn main() {
         }
         let outcomes = match Case::load(&dir) {
             Ok(case) => match runner(&case.kind) {
-                Some(run) => common::run_case(&case, run),
+                Some(run) => harness::run_case(&case, run),
                 None => vec![Outcome::error(&name, &case.kind, "no runner for this kind")],
             },
             Err(e) => vec![Outcome::error(&name, "?", &e.to_string())],

@@ -100,6 +100,15 @@ impl Case {
     }
 }
 
+/// Outputs named `<prefix>.0`, `<prefix>.1`, … (HF's `hidden_states` tuple).
+pub fn numbered(prefix: &str, tensors: Vec<Tensor>) -> Vec<(String, Tensor)> {
+    tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{prefix}.{i}"), t))
+        .collect()
+}
+
 /// The result of comparing one run of one case.
 pub struct Outcome {
     pub ok: bool,
