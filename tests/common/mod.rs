@@ -3,11 +3,13 @@
 //!
 //! - this file: fixture paths, temporary directories, the `unires` binary;
 //! - [`tensors`]: seeded inputs and tensor comparisons;
+//! - [`eval`]: the benchmark fixture cases of tests/fixtures/eval;
 //! - [`weights`]: the weights fixtures (micro configuration, layouts, a local hub).
 
 // Every test crate compiles all of it but uses only a part.
 #![allow(dead_code)]
 
+pub mod eval;
 pub mod tensors;
 pub mod weights;
 
