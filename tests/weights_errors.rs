@@ -571,6 +571,32 @@ fn fails_with(mut c: Command, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `segment --device cuda` with a checkpoint that lacks a tensor. Without the `cuda`
+/// feature the device is refused, naming the feature to build with.
+#[cfg(not(feature = "cuda"))]
+fn cuda_device_fails(c: Command) {
+    fails_with(c, "--features cuda");
+}
+
+/// With the `cuda` feature: where no CUDA device can be opened, the CLI fails with exactly
+/// the error opening one gives (which names CUDA), on one line; where one can, the device
+/// is accepted and the bad checkpoint is what fails.
+#[cfg(feature = "cuda")]
+fn cuda_device_fails(mut c: Command) {
+    match unires::io::weights::parse_device("cuda") {
+        Ok(_) => fails_with(c, "missing tensor \"mm_projector.2.bias\""),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.to_ascii_lowercase().contains("cuda"), "{msg}");
+            let o = c.output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert_eq!(err.trim_end(), format!("error: {msg}"));
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+    }
+}
+
 #[test]
 fn cli_reports_bad_weights_with_exit_code_1() {
     let t = TempDir::new("cli-bad");
@@ -592,9 +618,7 @@ fn cli_reports_bad_weights_with_exit_code_1() {
 
     let mut c = segment_cmd(&t);
     c.arg("--weights").arg(&ckpt).args(["--device", "cuda"]);
-    if cfg!(not(feature = "cuda")) {
-        fails_with(c, "--features cuda");
-    }
+    cuda_device_fails(c);
 
     let mut c = bin();
     c.arg("assemble")
