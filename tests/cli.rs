@@ -3,38 +3,15 @@
 //! table of bad inputs (each exit code 1 with a one-line message naming the problem; never a
 //! panic, never exit code 101).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use candle_core::{DType, Device};
+use common::{bin, TempDir};
+use unires::eval::synthetic::{evaluate_model, SyntheticEvalOptions};
 use unires::io::rle::CocoRle;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("unires-cli-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unires"))
-}
+use unires::{load, Source};
 
 fn scene(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +21,7 @@ fn scene(name: &str) -> PathBuf {
 
 #[test]
 fn segment_writes_mask_overlay_and_json_that_agree() {
-    let t = TempDir::new("segment");
+    let t = TempDir::new("cli-segment");
     let o = bin()
         .arg("segment")
         .arg("--image")
@@ -96,19 +73,16 @@ fn segment_writes_mask_overlay_and_json_that_agree() {
     }
 }
 
+/// Seed and scene count of the `eval --dataset synthetic` run.
+const SEED: u64 = 7_200_000;
+const SCENES: usize = 3;
+
 #[test]
-fn eval_synthetic_writes_the_report() {
-    let t = TempDir::new("eval");
+fn eval_synthetic_report_is_the_library_evaluation() {
+    let t = TempDir::new("cli-eval");
     let o = bin()
-        .args([
-            "eval",
-            "--dataset",
-            "synthetic",
-            "--seed",
-            "7200000",
-            "--n",
-            "3",
-        ])
+        .args(["eval", "--dataset", "synthetic"])
+        .args(["--seed", &SEED.to_string(), "--n", &SCENES.to_string()])
         .arg("--quiet")
         .arg("--report")
         .arg(t.join("report.json"))
@@ -120,10 +94,57 @@ fn eval_synthetic_writes_the_report() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.join("report.json")).unwrap()).unwrap();
     assert_eq!(v["n"], 3);
-    for key in unires::eval::synthetic::METRICS {
-        let x = v["metrics"][key].as_f64().unwrap();
-        assert!((0.0..=100.0).contains(&x), "{key} = {x}");
+
+    // The same evaluation through the library (what `unires eval` is documented to run: the
+    // embedded model on CPU in f32, scenes of the seed, scored at the configured threshold).
+    // The report's numbers must be the library's, up to JSON printing of floats (serde_json
+    // round-trips f64 exactly; 1e-9 leaves room for nothing but that).
+    let model = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
+    let lib = evaluate_model(&model, &SyntheticEvalOptions::new(SEED, SCENES)).unwrap();
+    assert_eq!(v["samples"], lib.samples);
+    let c = &v["counts"];
+    let counts = [&c["part"], &c["object"], &c["multi"], &c["no_target"]];
+    let want = [
+        lib.counts.part,
+        lib.counts.object,
+        lib.counts.multi,
+        lib.counts.no_target,
+    ];
+    for (got, want) in counts.iter().zip(want) {
+        assert_eq!(got.as_u64(), Some(want as u64), "counts: {c}");
     }
+    let threshold = v["no_target_threshold"].as_f64().unwrap() as f32;
+    assert_eq!(threshold, model.config().no_target_threshold);
+    let metrics = v["metrics"].as_object().unwrap();
+    assert_eq!(metrics.len(), lib.metrics.len(), "{metrics:?}");
+    for key in unires::eval::synthetic::METRICS {
+        let x = metrics[key].as_f64().unwrap();
+        let want = lib.metrics[key];
+        assert!(
+            (x - want).abs() <= 1e-9,
+            "{key}: CLI report {x}, library {want}"
+        );
+        assert!((0.0..=100.0).contains(&x), "{key} = {x}");
+        // The printed table shows the same numbers.
+        let row = format!("| {key} | {want:.2} |");
+        assert!(out.contains(&row), "{row:?} not in {out}");
+    }
+    let rows = v["by_cue"].as_array().unwrap();
+    assert_eq!(rows.len(), lib.by_cue.len());
+    for (r, w) in rows.iter().zip(&lib.by_cue) {
+        assert_eq!(r["granularity"], w.granularity, "{r}");
+        assert_eq!(r["cue"], w.cue.as_str(), "{r}");
+        assert_eq!(r["n"].as_u64(), Some(w.n as u64), "{r}");
+        for (got, want) in [(&r["miou"], w.miou), (&r["empty"], w.empty)] {
+            assert!((got.as_f64().unwrap() - want).abs() <= 1e-9, "{r} vs {w:?}");
+        }
+    }
+
+    // Internal consistency: 8 expressions a scene, each counted once by kind and by cue.
+    assert_eq!(lib.samples, SCENES * 8);
+    let c = lib.counts;
+    assert_eq!(c.part + c.object + c.multi + c.no_target, lib.samples);
+    assert_eq!(lib.by_cue.iter().map(|r| r.n).sum::<usize>(), lib.samples);
 }
 
 /// A bad-input case: how to set up the files, the extra arguments, and a phrase the one-line
@@ -288,7 +309,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn every_bad_input_is_a_one_line_typed_error_with_exit_code_1() {
     for case in cases() {
-        let t = TempDir::new("bad");
+        let t = TempDir::new("cli-bad");
         let mut args = vec!["segment".to_string()];
         args.extend((case.setup)(&t));
         args.push("--out".into());

@@ -3,21 +3,17 @@
 //! to those pycocotools builds (RefCOCO family as `annToMask`, gRefCOCO as ReLA's loader,
 //! RefCOCOm from the PNGs), counts, and the errors for missing files and unknown splits.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::HashSet;
+use std::path::Path;
+
+use common::eval::{expected, root, CASES};
+use common::TempDir;
 use serde::Deserialize;
 use unires::eval::{self, DatasetKind};
 use unires::io::rle::Rle;
 use unires::{Error, Granularity};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval")
-}
-
-fn root() -> PathBuf {
-    fixtures().join("root")
-}
 
 #[derive(Deserialize)]
 struct ExpectedSample {
@@ -40,51 +36,12 @@ struct Expected {
     samples: Vec<ExpectedSample>,
 }
 
-/// (fixture case, dataset, split, split_by)
-const CASES: [(&str, DatasetKind, &str, Option<&str>); 11] = [
-    ("refcoco_val", DatasetKind::RefCoco, "val", None),
-    ("refcoco_testA", DatasetKind::RefCoco, "testA", None),
-    ("refcoco_testB", DatasetKind::RefCoco, "testB", Some("unc")),
-    ("refcoco+_val", DatasetKind::RefCocoPlus, "val", None),
-    ("refcocog_test", DatasetKind::RefCocoG, "test", None),
-    (
-        "refcocog_val_google",
-        DatasetKind::RefCocoG,
-        "val",
-        Some("google"),
-    ),
-    ("grefcoco_val", DatasetKind::GRefCoco, "val", None),
-    ("grefcoco_testA", DatasetKind::GRefCoco, "testA", None),
-    (
-        "refcocom_val_part_only",
-        DatasetKind::RefCocoM,
-        "val_part_only",
-        None,
-    ),
-    (
-        "refcocom_val_object_part",
-        DatasetKind::RefCocoM,
-        "val_object_part",
-        None,
-    ),
-    (
-        "refcocom_testA_part_only",
-        DatasetKind::RefCocoM,
-        "testA_part_only",
-        None,
-    ),
-];
-
-fn expected(case: &str) -> Expected {
-    let path = fixtures().join("expected").join(format!("{case}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[test]
 fn samples_and_ground_truth_match_the_reference_loaders() {
-    for (case, kind, split, by) in CASES {
-        let want = expected(case);
-        let ds = eval::load_dataset(kind, &root(), split, by).unwrap();
+    for c in &CASES {
+        let (case, kind) = (c.name, c.kind);
+        let want: Expected = expected(case);
+        let ds = eval::load_dataset(kind, &root(), c.split, c.split_by).unwrap();
         assert_eq!(ds.name(), want.dataset);
         assert_eq!(ds.split(), want.split);
         assert_eq!(ds.len(), want.n, "{case}");
@@ -136,6 +93,27 @@ fn samples_and_ground_truth_match_the_reference_loaders() {
     }
 }
 
+/// The table loads RefCOCO with the default scheme; naming it (`unc`) must load the same
+/// samples, and the other scheme (`google`, which has no testB) must be refused.
+#[test]
+fn refcoco_split_by_unc_is_the_default() {
+    let default = eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", None).unwrap();
+    let unc = eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", Some("unc")).unwrap();
+    let want: Expected = expected("refcoco_testB");
+    assert_eq!(default.len(), want.n);
+    assert_eq!(unc.len(), want.n);
+    for (i, w) in want.samples.iter().enumerate() {
+        assert_eq!(default.sent_id(i).unwrap(), w.sent_id);
+        assert_eq!(unc.sent_id(i).unwrap(), w.sent_id);
+        assert_eq!(unc.gt_mask(i).unwrap(), default.gt_mask(i).unwrap());
+    }
+    match eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", Some("google")) {
+        Err(Error::UnknownSplit { known, .. }) => assert_eq!(known, "train, val, test"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("google testB loaded"),
+    }
+}
+
 #[test]
 fn granularity_hints() {
     let ds = eval::load_dataset(DatasetKind::RefCocoM, &root(), "val_part_only", None).unwrap();
@@ -159,7 +137,7 @@ fn refs_pickle_is_python2_style_and_decodes() {
     let bytes = std::fs::read(root().join("refcoco/refs(unc).p")).unwrap();
     assert_eq!(&bytes[..2], &[0x80, 2]);
     assert!(find(&bytes, b"U\x07sent_id").is_some());
-    let want = expected("refcoco_val");
+    let want: Expected = expected("refcoco_val");
     let long = want
         .samples
         .iter()
@@ -215,24 +193,6 @@ fn unknown_splits_list_the_known_ones() {
     ));
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("unires-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -248,7 +208,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn missing_files_name_the_paths_looked_for() {
-    let tmp = Scratch::new("missing");
+    let tmp = TempDir::new("eval-missing");
     // No refs file at all.
     let err = eval::load_dataset(DatasetKind::RefCoco, &tmp.0, "val", None)
         .err()
@@ -274,7 +234,7 @@ fn missing_files_name_the_paths_looked_for() {
 
 #[test]
 fn refcocom_accepts_folders_without_the_name_level() {
-    let tmp = Scratch::new("flat");
+    let tmp = TempDir::new("eval-flat");
     copy_dir(&root().join("anns/refcocom"), &tmp.0.join("anns"));
     copy_dir(&root().join("masks/refcocom"), &tmp.0.join("masks"));
     let ds = eval::load_dataset(DatasetKind::RefCocoM, &tmp.0, "val_object_part", None).unwrap();
@@ -297,7 +257,7 @@ fn root_may_be_the_dataset_folder_itself() {
         None,
     )
     .unwrap();
-    let want = expected("refcocog_test");
+    let want: Expected = expected("refcocog_test");
     assert_eq!(ds.len(), want.n);
     assert_eq!(ds.sample(0).unwrap().sent_id, want.samples[0].sent_id);
 }

@@ -2,19 +2,17 @@
 //! `ReferEvaluator` for gRefCOCO, LAVT's `test.py` for the others), computed by
 //! tests/fixtures/gen/fixtures_eval.py on the same prediction files; equal to 1e-9.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
+use std::collections::BTreeMap;
+
+use common::eval::{expected, preds_path, root, CASES};
 use serde::Deserialize;
 use unires::eval::{self, DatasetKind, EvalOptions, Predictions};
 use unires::io::rle::Rle;
 use unires::{Error, Mask};
 
 const TOL: f64 = 1e-9;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval")
-}
 
 #[derive(Deserialize)]
 struct Expected {
@@ -25,55 +23,12 @@ struct Expected {
     metrics_head: Option<BTreeMap<String, f64>>,
 }
 
-const CASES: [(&str, DatasetKind, &str, Option<&str>); 11] = [
-    ("refcoco_val", DatasetKind::RefCoco, "val", None),
-    ("refcoco_testA", DatasetKind::RefCoco, "testA", None),
-    ("refcoco_testB", DatasetKind::RefCoco, "testB", None),
-    ("refcoco+_val", DatasetKind::RefCocoPlus, "val", None),
-    ("refcocog_test", DatasetKind::RefCocoG, "test", None),
-    (
-        "refcocog_val_google",
-        DatasetKind::RefCocoG,
-        "val",
-        Some("google"),
-    ),
-    ("grefcoco_val", DatasetKind::GRefCoco, "val", None),
-    ("grefcoco_testA", DatasetKind::GRefCoco, "testA", None),
-    (
-        "refcocom_val_part_only",
-        DatasetKind::RefCocoM,
-        "val_part_only",
-        None,
-    ),
-    (
-        "refcocom_val_object_part",
-        DatasetKind::RefCocoM,
-        "val_object_part",
-        None,
-    ),
-    (
-        "refcocom_testA_part_only",
-        DatasetKind::RefCocoM,
-        "testA_part_only",
-        None,
-    ),
-];
-
 const GENERALIZED: [&str; 7] = [
     "gIoU", "cIoU", "N-acc", "T-acc", "Pr@0.7", "Pr@0.8", "Pr@0.9",
 ];
 const CLASSIC: [&str; 7] = [
     "oIoU", "mIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9",
 ];
-
-fn expected(case: &str) -> Expected {
-    let path = fixtures().join("expected").join(format!("{case}.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn preds_path(case: &str) -> PathBuf {
-    fixtures().join("preds").join(format!("{case}.json"))
-}
 
 fn assert_metrics(
     case: &str,
@@ -100,9 +55,10 @@ fn assert_metrics(
 
 #[test]
 fn prediction_files_score_like_the_reference_evaluators() {
-    for (case, kind, split, by) in CASES {
-        let want = expected(case);
-        let ds = eval::load_dataset(kind, &fixtures().join("root"), split, by).unwrap();
+    for c in &CASES {
+        let (case, kind, split) = (c.name, c.kind, c.split);
+        let want: Expected = expected(case);
+        let ds = eval::load_dataset(kind, &root(), split, c.split_by).unwrap();
         let preds = Predictions::from_path(preds_path(case)).unwrap();
         let report = eval::score_predictions(ds.as_ref(), &preds, &EvalOptions::default()).unwrap();
         assert_eq!(report.n, want.n, "{case}");
@@ -128,9 +84,10 @@ fn prediction_files_score_like_the_reference_evaluators() {
 fn model_runs_score_like_prediction_files() {
     // `evaluate` with a function that returns the file's masks (empty where none) must give
     // the same numbers; it also reads each image, as a model would.
-    for (case, kind, split, by) in CASES {
-        let want = expected(case);
-        let ds = eval::load_dataset(kind, &fixtures().join("root"), split, by).unwrap();
+    for c in &CASES {
+        let (case, kind, split) = (c.name, c.kind, c.split);
+        let want: Expected = expected(case);
+        let ds = eval::load_dataset(kind, &root(), split, c.split_by).unwrap();
         let preds = Predictions::from_path(preds_path(case)).unwrap();
         let mut calls = 0;
         let report = eval::evaluate(ds.as_ref(), &EvalOptions::default(), |s| {
@@ -157,8 +114,7 @@ fn model_runs_score_like_prediction_files() {
 
 #[test]
 fn report_serialises_to_the_documented_shape() {
-    let ds =
-        eval::load_dataset(DatasetKind::GRefCoco, &fixtures().join("root"), "val", None).unwrap();
+    let ds = eval::load_dataset(DatasetKind::GRefCoco, &root(), "val", None).unwrap();
     let preds = Predictions::from_path(preds_path("grefcoco_val")).unwrap();
     let report = eval::score_predictions(ds.as_ref(), &preds, &EvalOptions::default()).unwrap();
     let js = serde_json::to_value(&report).unwrap();
@@ -176,7 +132,7 @@ fn report_serialises_to_the_documented_shape() {
 }
 
 fn grefcoco_val() -> Box<dyn eval::Dataset> {
-    eval::load_dataset(DatasetKind::GRefCoco, &fixtures().join("root"), "val", None).unwrap()
+    eval::load_dataset(DatasetKind::GRefCoco, &root(), "val", None).unwrap()
 }
 
 #[test]
@@ -269,8 +225,7 @@ fn predictions_round_trip_through_json() {
     let text = serde_json::to_string(&preds.to_json()).unwrap();
     let back = Predictions::from_json_str(&text, "mem").unwrap();
     assert_eq!(back.len(), preds.len());
-    let ds =
-        eval::load_dataset(DatasetKind::RefCoco, &fixtures().join("root"), "val", None).unwrap();
+    let ds = eval::load_dataset(DatasetKind::RefCoco, &root(), "val", None).unwrap();
     let a = eval::score_predictions(ds.as_ref(), &preds, &EvalOptions::default()).unwrap();
     let b = eval::score_predictions(ds.as_ref(), &back, &EvalOptions::default()).unwrap();
     assert_eq!(a, b);

@@ -1,19 +1,17 @@
 //! The whole graph end to end on the `tiny` preset with seeded random weights: shapes,
 //! determinism, the granularity decision, the KV-cache answer path, and typed input errors.
 
+mod common;
+
 use candle_core::DType;
+use common::tensors::max_abs_diff;
 use unires::config::UniResConfig;
 use unires::model::unires::prompt::word_level_prompt;
 use unires::model::unires::{HeadInputs, UniRes};
 use unires::{BoxXyxy, Error, Granularity, Proposals};
 
 fn model(seed: u64) -> UniRes {
-    let cfg = UniResConfig::tiny();
-    let words = ["the", "red", "mug", "handle", "of", "all", "mugs"];
-    let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words).unwrap();
-    unires::train::fresh_model(&cfg, prompt, seed, DType::F32)
-        .unwrap()
-        .0
+    model_with_threshold(seed, UniResConfig::tiny().no_target_threshold)
 }
 
 fn image() -> image::RgbImage {
@@ -65,31 +63,79 @@ fn segment_runs_end_to_end_and_is_deterministic() {
     }
     // Two encodes of the same image give the same features.
     let enc2 = m.encode(&img, &proposals()).unwrap();
-    let d = (enc.dense - enc2.dense)
+    assert_eq!(max_abs_diff(&enc.dense, &enc2.dense), 0.0);
+}
+
+/// [`model`] with `no_target_threshold` set to `threshold` (same seed, so same weights).
+fn model_with_threshold(seed: u64, threshold: f32) -> UniRes {
+    let mut cfg = UniResConfig::tiny();
+    cfg.no_target_threshold = threshold;
+    let words = ["the", "red", "mug", "handle", "of", "all", "mugs"];
+    let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words).unwrap();
+    unires::train::fresh_model(&cfg, prompt, seed, DType::F32)
         .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(d, 0.0);
+        .0
+}
+
+/// The next f32 above / below a positive finite `x`.
+fn next_up(x: f32) -> f32 {
+    f32::from_bits(x.to_bits() + 1)
+}
+fn next_down(x: f32) -> f32 {
+    f32::from_bits(x.to_bits() - 1)
 }
 
 #[test]
 fn no_proposals_and_thresholds() {
+    let (expr, g) = ("all mugs", Granularity::MultiObject);
     let m = model(3);
     let img = image();
     let enc = m.encode(&img, &Proposals::default()).unwrap();
-    let s = m
-        .segment(&enc, "all mugs", Granularity::MultiObject)
+    // Never rejected by the score: what the head predicts, and the score to threshold.
+    let raw = m
+        .segment_with_threshold(&enc, expr, g, f32::NEG_INFINITY)
         .unwrap();
-    assert_eq!((s.mask.height(), s.mask.width()), (52, 75));
-    if s.score < m.config().no_target_threshold {
-        assert!(
-            s.is_empty() && s.instances.is_empty(),
-            "below the threshold the result is empty"
-        );
+    assert_eq!((raw.mask.height(), raw.mask.width()), (52, 75));
+    assert!(
+        !raw.is_empty() && !raw.instances.is_empty(),
+        "the query must predict pixels for the threshold to have something to remove"
+    );
+    let t = raw.score;
+    assert!(t > 0.0 && t < 1.0, "score {t}");
+
+    // The configured threshold, on either side of the score and at it: empty strictly
+    // below ("below this target probability the result is empty"), untouched otherwise.
+    for (threshold, empty) in [(next_up(t), true), (t, false), (next_down(t), false)] {
+        let mt = model_with_threshold(3, threshold);
+        assert_eq!(mt.config().no_target_threshold, threshold);
+        let enc = mt.encode(&img, &Proposals::default()).unwrap();
+        let s = mt.segment(&enc, expr, g).unwrap();
+        assert_eq!(s.score, t, "same weights, same score");
+        assert_eq!(s.granularity_probs, raw.granularity_probs);
+        assert_eq!(s.granularity, raw.granularity);
+        assert_eq!((s.mask.height(), s.mask.width()), (52, 75));
+        if empty {
+            assert!(
+                s.is_empty() && s.instances.is_empty(),
+                "threshold {threshold} > score {t}: the result must be empty"
+            );
+        } else {
+            assert_eq!(s.mask, raw.mask, "threshold {threshold} ≤ score {t}");
+            let boxes =
+                |x: &unires::Segmentation| x.instances.iter().map(|i| i.bbox).collect::<Vec<_>>();
+            assert_eq!(boxes(&s), boxes(&raw), "threshold {threshold} ≤ score {t}");
+        }
+        // The explicit-threshold entry point agrees with the configured one.
+        let e = m.segment_with_threshold(&enc, expr, g, threshold).unwrap();
+        assert_eq!(e.mask, s.mask);
+        assert_eq!(e.instances.len(), s.instances.len());
+    }
+    // And the default configuration applies its own threshold the same way.
+    let d = m.segment(&enc, expr, g).unwrap();
+    let want_empty = t < m.config().no_target_threshold;
+    assert_eq!(d.is_empty(), want_empty);
+    if !want_empty {
+        assert_eq!(d.mask, raw.mask);
     }
 }
 

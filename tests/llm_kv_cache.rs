@@ -1,10 +1,13 @@
 //! The LLaMA decoder's KV cache, causal masking, `logits_for` and training path, checked
 //! against the model's own one-pass results (HF parity is in `tests/parity`).
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::tensors::max_abs_diff;
 use unires::config::{LlamaConfig, RopeScaling};
 use unires::model::llm::{KvCache, Llama};
 
@@ -58,10 +61,6 @@ fn models(
     Ok((varmap, train, infer))
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
-    (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
-}
-
 #[test]
 fn appending_after_prefill_equals_one_long_pass() -> Res {
     let cfg = gqa_config();
@@ -78,14 +77,14 @@ fn appending_after_prefill_equals_one_long_pass() -> Res {
     let c = model.forward(&x.narrow(1, s + 1, 2)?, &mut cache)?;
     assert_eq!(cache.len(), total);
     let stepped = Tensor::cat(&[&a, &b, &c], 1)?;
-    let d = max_diff(&stepped, &full)?;
+    let d = max_abs_diff(&stepped, &full);
     assert!(d < 1e-5, "prefill + 1 + 2 vs one pass: max |diff| = {d}");
 
     // Truncating back to the prefill and appending again gives the same states.
     cache.truncate(s)?;
     assert_eq!(cache.len(), s);
     let again = model.forward(&x.narrow(1, s, 3)?, &mut cache)?;
-    let d = max_diff(&again, &full.narrow(1, s, 3)?)?;
+    let d = max_abs_diff(&again, &full.narrow(1, s, 3)?);
     assert!(d < 1e-5, "after truncate: max |diff| = {d}");
 
     cache.clear();
@@ -105,8 +104,8 @@ fn right_padding_does_not_change_real_positions() -> Res {
     let both = model.forward(&batch, &mut model.new_cache())?;
     let alone_long = model.forward(&long, &mut model.new_cache())?;
     let alone_short = model.forward(&short, &mut model.new_cache())?;
-    let d1 = max_diff(&both.narrow(0, 0, 1)?, &alone_long)?;
-    let d2 = max_diff(&both.narrow(0, 1, 1)?.narrow(1, 0, 5)?, &alone_short)?;
+    let d1 = max_abs_diff(&both.narrow(0, 0, 1)?, &alone_long);
+    let d2 = max_abs_diff(&both.narrow(0, 1, 1)?.narrow(1, 0, 5)?, &alone_short);
     assert!(d1 < 1e-5 && d2 < 1e-5, "padded batch vs alone: {d1}, {d2}");
     Ok(())
 }
@@ -122,7 +121,7 @@ fn logits_for_equals_the_selected_columns_of_logits() -> Res {
     let ids = [36u32, 0, 7];
     let some = model.logits_for(&h, &ids)?;
     for (j, &id) in ids.iter().enumerate() {
-        let d = max_diff(&some.narrow(2, j, 1)?, &all.narrow(2, id as usize, 1)?)?;
+        let d = max_abs_diff(&some.narrow(2, j, 1)?, &all.narrow(2, id as usize, 1)?);
         assert!(d < 1e-5, "column {j} (token {id}): {d}");
     }
     assert!(model.logits_for(&h, &[cfg.vocab_size as u32]).is_err());
@@ -168,7 +167,7 @@ fn training_path_matches_inference_and_reaches_every_parameter() -> Res {
     let x = train.embed(&ids)?;
     let h_train = train.forward(&x, &mut train.new_cache())?;
     let h_infer = infer.forward(&infer.embed(&ids)?, &mut infer.new_cache())?;
-    let d = max_diff(&h_train, &h_infer)?;
+    let d = max_abs_diff(&h_train, &h_infer);
     assert!(
         d < 1e-4,
         "composed (training) vs fused (inference) path: {d}"

@@ -2,49 +2,11 @@
 //! variant, GQA, batch > 1, odd sizes, sequences that are not multiples of the block sizes,
 //! `Sq < Sk` (KV cache) and `Sq > Sk`, in f32, f16 and bf16.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
+use common::tensors::{max_abs_diff, tensor_scaled, values};
 use unires::ops::attention::{attention, attention_fused, attention_plain, AttnMask};
-
-/// Deterministic pseudo-random values in [-1, 1) (xorshift).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-    let n = shape.iter().product();
-    let v: Vec<f32> = values(n, seed).into_iter().map(|x| x * scale).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a: Vec<f32> = a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = b
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Mask {
@@ -83,7 +45,7 @@ fn mask_tensor(c: &Case) -> Option<Tensor> {
             }
             Some(Tensor::from_vec(v, (c.b, 1, c.sq, c.sk), &Device::Cpu).unwrap())
         }
-        Mask::KeyBias => Some(tensor(&[c.sk], 7, 2.0)),
+        Mask::KeyBias => Some(tensor_scaled(&[c.sk], 7, 2.0)),
         Mask::Leading => {
             let mut v = values(c.sq * c.sk, 5);
             for i in (0..c.sq).step_by(2) {
@@ -98,9 +60,9 @@ fn mask_tensor(c: &Case) -> Option<Tensor> {
 
 fn inputs(c: &Case, seed: u64) -> (Tensor, Tensor, Tensor) {
     // Scores of a realistic spread: |q·k|·scale up to a few units.
-    let q = tensor(&[c.b, c.h, c.sq, c.d], seed, 2.0);
-    let k = tensor(&[c.b, c.hkv, c.sk, c.d], seed + 1, 2.0);
-    let v = tensor(&[c.b, c.hkv, c.sk, c.dv], seed + 2, 1.0);
+    let q = tensor_scaled(&[c.b, c.h, c.sq, c.d], seed, 2.0);
+    let k = tensor_scaled(&[c.b, c.hkv, c.sk, c.d], seed + 1, 2.0);
+    let v = tensor_scaled(&[c.b, c.hkv, c.sk, c.dv], seed + 2, 1.0);
     (q, k, v)
 }
 
@@ -241,16 +203,16 @@ fn dispatch_equals_plain_and_keeps_gradients() {
 #[test]
 fn degenerate_shapes_match_plain() {
     let no_keys = (
-        tensor(&[1, 2, 4, 8], 1, 1.0),
-        tensor(&[1, 2, 0, 8], 2, 1.0),
-        tensor(&[1, 2, 0, 8], 3, 1.0),
+        tensor_scaled(&[1, 2, 4, 8], 1, 1.0),
+        tensor_scaled(&[1, 2, 0, 8], 2, 1.0),
+        tensor_scaled(&[1, 2, 0, 8], 3, 1.0),
     );
     assert!(attention_fused(&no_keys.0, &no_keys.1, &no_keys.2, AttnMask::None, 1.0).is_err());
     assert!(attention(&no_keys.0, &no_keys.1, &no_keys.2, AttnMask::None, 1.0).is_err());
     for (sq, sk, d, dv) in [(4, 20, 0, 8), (0, 20, 8, 8), (4, 20, 8, 0)] {
-        let q = tensor(&[1, 2, sq, d], 1, 1.0);
-        let k = tensor(&[1, 2, sk, d], 2, 1.0);
-        let v = tensor(&[1, 2, sk, dv], 3, 1.0);
+        let q = tensor_scaled(&[1, 2, sq, d], 1, 1.0);
+        let k = tensor_scaled(&[1, 2, sk, d], 2, 1.0);
+        let v = tensor_scaled(&[1, 2, sk, dv], 3, 1.0);
         let fused = attention_fused(&q, &k, &v, AttnMask::None, 1.0).unwrap();
         let plain = attention_plain(&q, &k, &v, AttnMask::None, 1.0).unwrap();
         assert_eq!(fused.dims(), plain.dims());
@@ -262,13 +224,13 @@ fn degenerate_shapes_match_plain() {
 
 #[test]
 fn bad_shapes_are_errors() {
-    let q = tensor(&[1, 4, 8, 16], 1, 1.0);
-    let k = tensor(&[1, 3, 8, 16], 2, 1.0);
-    let v = tensor(&[1, 3, 8, 16], 3, 1.0);
+    let q = tensor_scaled(&[1, 4, 8, 16], 1, 1.0);
+    let k = tensor_scaled(&[1, 3, 8, 16], 2, 1.0);
+    let v = tensor_scaled(&[1, 3, 8, 16], 3, 1.0);
     assert!(attention_fused(&q, &k, &v, AttnMask::None, 1.0).is_err());
-    let k = tensor(&[1, 2, 8, 16], 2, 1.0);
-    let v = tensor(&[1, 2, 8, 16], 3, 1.0);
-    let bad_mask = tensor(&[3, 8], 4, 1.0);
+    let k = tensor_scaled(&[1, 2, 8, 16], 2, 1.0);
+    let v = tensor_scaled(&[1, 2, 8, 16], 3, 1.0);
+    let bad_mask = tensor_scaled(&[3, 8], 4, 1.0);
     assert!(attention_fused(&q, &k, &v, AttnMask::Additive(&bad_mask), 1.0).is_err());
     let kh = k.to_dtype(DType::F16).unwrap();
     assert!(attention_fused(&q, &kh, &v, AttnMask::None, 1.0).is_err());

@@ -1,46 +1,11 @@
 //! Depthwise convolution: forward against candle's grouped `conv2d` (the reference), backward
 //! against the elementary-op composition's gradients and against finite differences.
 
-use candle_core::{DType, Device, Tensor, Var};
+mod common;
+
+use candle_core::{DType, Tensor, Var};
+use common::tensors::{dot, max_abs_diff, tensor};
 use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_backward, depthwise_conv2d_shifted};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_vec(values(shape.iter().product(), seed), shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a: Vec<f32> = a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = b
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
 
 /// (B, C, H, W, K, K', pad)
 const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
@@ -135,14 +100,6 @@ fn backward_matches_composition_and_finite_differences() {
             assert!(err < 1e-6, "{:?} explicit grad {name}: {err:e}", SHAPES[i]);
         }
         // Central differences along random directions (the loss is linear in each input).
-        let dot = |a: &Tensor, b: &Tensor| {
-            (a.to_dtype(DType::F64).unwrap() * b.to_dtype(DType::F64).unwrap())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
         let loss_at = |xx: &Tensor, ww: &Tensor, bb: &Tensor| {
             dot(&depthwise_conv2d(xx, ww, Some(bb), pad).unwrap(), &g_out)
         };

@@ -1,25 +1,12 @@
 //! ROI Align beyond the torchvision parity cases (tests/parity): the backward pass against
 //! finite differences, half-precision inputs, empty box lists and input errors.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
+use common::tensors::{dot, flat, tensor};
 use unires::error::{Error, RoiProblem};
 use unires::ops::roi_align::{roi_align, RoiAlign};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_vec(values(shape.iter().product(), seed), shape, &Device::Cpu).unwrap()
-}
 
 fn boxes() -> Tensor {
     let b: Vec<f32> = vec![
@@ -29,15 +16,6 @@ fn boxes() -> Tensor {
         0.0, 0.0, 0.0, 11.0, 9.0,
     ];
     Tensor::from_vec(b, (4, 5), &Device::Cpu).unwrap()
-}
-
-fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() * b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
 }
 
 #[test]
@@ -88,21 +66,7 @@ fn half_inputs_are_computed_in_f32() {
             .unwrap()
             .to_dtype(dtype)
             .unwrap();
-        let (g, w): (Vec<f32>, Vec<f32>) = (
-            got.to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap(),
-            want.to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap(),
-        );
-        assert_eq!(g, w, "{dtype:?}");
+        assert_eq!(flat(&got), flat(&want), "{dtype:?}");
     }
 }
 

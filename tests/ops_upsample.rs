@@ -3,39 +3,18 @@
 //! where the logit is within rounding of zero; odd sizes, several masks, both resize
 //! directions in either stage.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{DType, Tensor};
+use common::tensors::{flat, tensor_scaled};
 use unires::ops::upsample::{
     upsample_mask_logits, upsample_mask_probs, upsample_masks, upsample_masks_and_probs,
     upsample_masks_plain, MaskResize,
 };
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
+/// Seeded mask logits in [-8, 8).
 fn logits(shape: &[usize], seed: u64) -> Tensor {
-    let v = values(shape.iter().product(), seed)
-        .into_iter()
-        .map(|x| x * 8.0)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    tensor_scaled(shape, seed, 8.0)
 }
 
 /// (logit shape, resize)

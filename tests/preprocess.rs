@@ -1,15 +1,18 @@
 //! Preprocessing parity against the reference (Pillow's bicubic resize and transformers'
 //! `CLIPImageProcessorPil`), on fixtures made by tests/fixtures/gen/fixtures_preprocess.py.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::tensors::max_abs_diff;
 use unires::config::{HiresPad, Limits, CLIP_MEAN, CLIP_STD};
 use unires::io::image::load_image;
 use unires::pipeline::preprocess::{preprocess_hires, preprocess_lowres, resize_bicubic_pil};
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess")
+    common::fixtures("preprocess")
 }
 
 fn cases() -> serde_json::Value {
@@ -26,18 +29,6 @@ fn image(name: &str) -> image::RgbImage {
         ..Limits::default()
     };
     load_image(&dir().join(format!("{name}.png")), &limits).unwrap()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Pillow's bicubic resize, byte for byte.
@@ -75,7 +66,7 @@ fn lowres_matches_clip_image_processor() {
             .unwrap()
             .squeeze(0)
             .unwrap();
-        let d = max_abs(&got, &exp[c["key"].as_str().unwrap()]);
+        let d = max_abs_diff(&got, &exp[c["key"].as_str().unwrap()]);
         assert!(d <= 1e-5, "{}: max abs diff {d}", c["key"]);
     }
 }
@@ -96,7 +87,7 @@ fn hires_matches_reference() {
         let resized = c["resized"].as_array().unwrap();
         assert_eq!(g.resized_h as u64, resized[0].as_u64().unwrap());
         assert_eq!(g.resized_w as u64, resized[1].as_u64().unwrap());
-        let d = max_abs(&got.squeeze(0).unwrap(), &exp[c["key"].as_str().unwrap()]);
+        let d = max_abs_diff(&got.squeeze(0).unwrap(), &exp[c["key"].as_str().unwrap()]);
         assert!(d <= 1e-5, "{}: max abs diff {d}", c["key"]);
     }
 }

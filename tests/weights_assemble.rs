@@ -4,19 +4,20 @@
 //! mapping, embedding growth, adopted configurations, sharded and dtype-converted output, and
 //! the assembled checkpoints loaded and run end to end (library and CLI).
 
-mod weights_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common::tensors::max_abs_diff;
+use common::weights::*;
+use common::{bin, TempDir};
 use unires::model::unires::assemble::{assemble, GlueSource, SAM_TOKENS_FOR_GRANULARITY};
-use unires::model::unires::load::load_dir;
 use unires::weights::inputs::Input;
 use unires::weights::rename::{classify, detect, layout_by_name, Component, LAYOUTS};
-use unires::Granularity;
+use unires::model::unires::load::load_dir;
 use unires::Source;
-use weights_common::*;
+use unires::Granularity;
 
 fn keys_of(rel: &str) -> Vec<String> {
     Input::open(&[fx(rel)]).unwrap().names()
@@ -323,10 +324,6 @@ fn assembled_checkpoints_load_and_segment_in_every_dtype_and_sharding() {
     )
     .unwrap();
     assert_eq!(m.config().llm.vocab_size, 36);
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unires"))
 }
 
 #[test]

@@ -4,19 +4,20 @@
 //! assembly mistakes, the hub cases (offline cache, a local stand-in for the hub), and the
 //! CLI's exit code and message for a few of them.
 
-mod weights_common;
+mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use common::weights::*;
+use common::{bin, TempDir};
 use unires::model::unires::assemble::{assemble, GlueSource};
-use unires::model::unires::load::{check_dir, load_dir, load_with};
 use unires::weights::hub::HubOptions;
-use unires::Error;
+use unires::model::unires::load::{check_dir, load_dir, load_with};
 use unires::Source;
-use weights_common::*;
+use unires::Error;
 
 fn edit_tensors(file: &Path, f: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let mut m = candle_core::safetensors::load(file, &Device::Cpu).unwrap();
@@ -542,10 +543,6 @@ fn hub_download_and_repository_not_found() {
 
 // ------------------------------------------------------------------------------ CLI
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unires"))
-}
-
 fn segment_cmd(t: &TempDir) -> Command {
     image().save(t.join("img.png")).unwrap();
     let mut c = bin();
@@ -575,6 +572,32 @@ fn fails_with(mut c: Command, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `segment --device cuda` with a checkpoint that lacks a tensor. Without the `cuda`
+/// feature the device is refused, naming the feature to build with.
+#[cfg(not(feature = "cuda"))]
+fn cuda_device_fails(c: Command) {
+    fails_with(c, "--features cuda");
+}
+
+/// With the `cuda` feature: where no CUDA device can be opened, the CLI fails with exactly
+/// the error opening one gives (which names CUDA), on one line; where one can, the device
+/// is accepted and the bad checkpoint is what fails.
+#[cfg(feature = "cuda")]
+fn cuda_device_fails(mut c: Command) {
+    match unires::weights::source::parse_device("cuda") {
+        Ok(_) => fails_with(c, "missing tensor \"mm_projector.2.bias\""),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.to_ascii_lowercase().contains("cuda"), "{msg}");
+            let o = c.output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert_eq!(err.trim_end(), format!("error: {msg}"));
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+    }
+}
+
 #[test]
 fn cli_reports_bad_weights_with_exit_code_1() {
     let t = TempDir::new("cli-bad");
@@ -596,9 +619,7 @@ fn cli_reports_bad_weights_with_exit_code_1() {
 
     let mut c = segment_cmd(&t);
     c.arg("--weights").arg(&ckpt).args(["--device", "cuda"]);
-    if cfg!(not(feature = "cuda")) {
-        fails_with(c, "--features cuda");
-    }
+    cuda_device_fails(c);
 
     let mut c = bin();
     c.arg("assemble")

@@ -5,19 +5,14 @@ use candle_core::Tensor;
 use unires::config::{ClipVisionConfig, SelectFeature};
 use unires::model::vision::ClipVisionModel;
 
-use crate::common::{Case, Res};
+use crate::harness::{numbered, Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let cfg: ClipVisionConfig = serde_json::from_str(&case.config_json()?)?;
     let model = ClipVisionModel::new(&cfg, case.weights()?)?;
     let pixel_values = case.input("pixel_values")?;
     let out = model.forward(&pixel_values)?;
-    let mut outputs: Vec<(String, Tensor)> = out
-        .hidden_states
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| (format!("hidden_states.{i}"), t))
-        .collect();
+    let mut outputs = numbered("hidden_states", out.hidden_states);
     outputs.push(("last_hidden_state".into(), out.last_hidden_state));
     outputs.push(("pooler_output".into(), out.pooler_output));
     let select_layer = case

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use unires::config::ConvNextConfig;
 use unires::model::hires::ConvNextModel;
 
-use crate::common::{Case, Res};
+use crate::harness::{numbered, Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let cfg: ConvNextConfig = serde_json::from_str(&case.config_json()?)?;
@@ -16,14 +16,8 @@ pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     if stages.len() + 1 != out.hidden_states.len() {
         return Err("forward and forward_all disagree on the number of stages".into());
     }
-    let mut outputs: Vec<(String, Tensor)> = out
-        .hidden_states
-        .into_iter()
-        .take(1)
-        .chain(stages)
-        .enumerate()
-        .map(|(i, t)| (format!("hidden_states.{i}"), t))
-        .collect();
+    let stem = out.hidden_states.into_iter().take(1);
+    let mut outputs = numbered("hidden_states", stem.chain(stages).collect());
     outputs.push(("last_hidden_state".into(), out.last_hidden_state));
     outputs.push(("pooler_output".into(), out.pooler_output));
     Ok(outputs)

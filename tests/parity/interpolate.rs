@@ -6,7 +6,7 @@
 use candle_core::{DType, Tensor};
 use unires::ops::upsample::{upsample_mask_logits, MaskResize};
 
-use crate::common::{Case, Res};
+use crate::harness::{Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let (oh, ow) = case.fixture["size"]

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use unires::config::LlamaConfig;
 use unires::model::llm::{Llama, LlamaOutput};
 
-use crate::common::{Case, Res};
+use crate::harness::{numbered, Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let cfg: LlamaConfig = serde_json::from_str(&case.config_json()?)?;
@@ -44,12 +44,7 @@ pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     };
     // The plain forward returns the same final-norm states as the hidden-states variant.
     let plain = model.forward(&embeds, &mut model.new_cache())?;
-    let mut outputs: Vec<(String, Tensor)> = out
-        .hidden_states
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| (format!("hidden_states.{i}"), t))
-        .collect();
+    let mut outputs = numbered("hidden_states", out.hidden_states);
     outputs.push(("logits".into(), model.logits(&out.last_hidden_state)?));
     outputs.push((
         "logits_selected".into(),

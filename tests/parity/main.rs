@@ -1,21 +1,33 @@
 //! Parity suite: every folder in `tests/fixtures/parity/` is one case made by the reference
 //! implementation (see `tests/fixtures/gen/`). Each case is run in f32 against the fixture's
 //! own `rtol`/`atol` (torch.allclose semantics: |a − b| ≤ atol + rtol·|b|) and, for model
-//! kinds, again in bf16 against the looser `bf16_rtol`/`bf16_atol` it states.
+//! kinds, again in bf16 against the looser `bf16_rtol`/`bf16_atol` it states. A bf16 output
+//! is compared only where that atol is below a quarter of the output's largest reference
+//! magnitude (otherwise zeros would pass); the others are listed as skipped.
 //!
-//! Run: `cargo test --release --test parity`. Prints one line per case and run.
+//! Run: `cargo test --release --test parity [-- FILTER... | --list | --exact | --skip F]`
+//! (libtest's arguments, see `args.rs`). Prints one line per case and run, per bf16 output
+//! whether it was compared, `test <case> ... ok|FAILED`, libtest's `test result:` line (one
+//! test per case) and last `parity: N passed, M failed` (one per run: f32, bf16).
 
-mod clip_vision;
+#[path = "../common/mod.rs"]
 mod common;
+
+mod args;
+mod clip_vision;
 mod convnext;
+mod harness;
 mod interpolate;
 mod llama;
 mod roi_align;
 mod sam_mask_decoder;
 
-use common::{Case, Outcome};
+use std::time::Instant;
 
-type Runner = fn(&Case) -> common::Res<Vec<(String, candle_core::Tensor)>>;
+use args::{plural, Args};
+use harness::{Case, Outcome};
+
+type Runner = fn(&Case) -> harness::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
@@ -30,14 +42,21 @@ fn runner(kind: &str) -> Option<Runner> {
     }
 }
 
-fn main() {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+/// The case folders, by name.
+fn case_dirs() -> Vec<(String, std::path::PathBuf)> {
+    let root = common::fixtures("parity");
     let mut dirs: Vec<_> = match std::fs::read_dir(&root) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.is_dir())
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (name, p)
+            })
             .collect(),
         Err(e) => {
             eprintln!("parity: cannot read {}: {e}", root.display());
@@ -45,35 +64,94 @@ fn main() {
         }
     };
     dirs.sort();
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for dir in dirs {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(f) = &filter {
-            if !name.contains(f.as_str()) {
-                continue;
+    dirs
+}
+
+fn run_one(name: &str, dir: &std::path::Path) -> Vec<Outcome> {
+    match Case::load(dir) {
+        Ok(case) => match runner(&case.kind) {
+            Some(run) => harness::run_case(&case, run),
+            None => vec![Outcome::error(name, &case.kind, "no runner for this kind")],
+        },
+        Err(e) => vec![Outcome::error(name, "?", &e.to_string())],
+    }
+}
+
+fn main() {
+    let args = Args::parse(std::env::args().skip(1));
+    for note in &args.notes {
+        eprintln!("parity: {note}");
+    }
+    if args.help {
+        println!("{}", args::USAGE);
+        return;
+    }
+    let all = case_dirs();
+    let selected: Vec<_> = all.iter().filter(|(n, _)| args.selects(n)).collect();
+    let filtered_out = all.len() - selected.len();
+
+    if args.list {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        if !args.quiet {
+            if !selected.is_empty() {
+                println!();
+            }
+            println!("{}, 0 benchmarks", plural(selected.len(), "test"));
+        }
+        return;
+    }
+
+    let start = Instant::now();
+    println!("\nrunning {}", plural(selected.len(), "test"));
+    let (mut runs_passed, mut runs_failed) = (0usize, 0usize);
+    let (mut bf16_checked, mut bf16_skipped) = (0usize, 0usize);
+    let mut failed_cases = Vec::new();
+    for (name, dir) in &selected {
+        let outcomes = run_one(name, dir);
+        let ok = outcomes.iter().all(|o| o.ok);
+        for o in &outcomes {
+            if o.ok {
+                runs_passed += 1;
+            } else {
+                runs_failed += 1;
+            }
+            bf16_checked += o.bf16_checked;
+            bf16_skipped += o.bf16_skipped;
+            if !args.quiet || !ok {
+                for line in &o.lines {
+                    println!("{line}");
+                }
             }
         }
-        let outcomes = match Case::load(&dir) {
-            Ok(case) => match runner(&case.kind) {
-                Some(run) => common::run_case(&case, run),
-                None => vec![Outcome::error(&name, &case.kind, "no runner for this kind")],
-            },
-            Err(e) => vec![Outcome::error(&name, "?", &e.to_string())],
-        };
-        for o in outcomes {
-            println!("{}", o.line());
-            if o.ok {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
+        if !args.quiet || !ok {
+            println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        }
+        if !ok {
+            failed_cases.push(name.as_str());
         }
     }
-    println!("parity: {passed} passed, {failed} failed");
-    if failed > 0 || passed == 0 {
-        std::process::exit(1);
+    if bf16_checked + bf16_skipped > 0 {
+        println!(
+            "\nparity bf16: {bf16_checked} outputs compared, {bf16_skipped} skipped (atol ≥ max|ref|/4)"
+        );
+    }
+    if !failed_cases.is_empty() {
+        println!("\nfailures:");
+        for name in &failed_cases {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s\n",
+        if failed_cases.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failed_cases.len(),
+        failed_cases.len(),
+        start.elapsed().as_secs_f64()
+    );
+    println!("parity: {runs_passed} passed, {runs_failed} failed");
+    if !failed_cases.is_empty() {
+        std::process::exit(101);
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{Tensor, Var};
 use unires::ops::roi_align::{roi_align, roi_align_backward, RoiAlign};
 
-use crate::common::{Case, Res};
+use crate::harness::{Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let size = case.fixture["output_size"]

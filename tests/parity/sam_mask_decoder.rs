@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use unires::config::SamMaskDecoderConfig;
 use unires::model::mask_decoder::{PromptEncoder, SamMaskDecoder};
 
-use crate::common::{Case, Res};
+use crate::harness::{Case, Res};
 
 pub fn run(case: &Case) -> Res<Vec<(String, Tensor)>> {
     let cfg: SamMaskDecoderConfig = serde_json::from_str(&case.config_json()?)?;

@@ -1,13 +1,10 @@
-//! Shared helpers of the weights tests: the fixture paths, the "micro" configuration the
-//! fixture checkpoints are sized for (tests/fixtures/gen/fixtures_weights.py), temporary
-//! directories, and one-call assembly.
-
-#![allow(dead_code)]
+//! Helpers of the weights tests: the fixture paths, the "micro" configuration the fixture
+//! checkpoints are sized for (tests/fixtures/gen/fixtures_weights.py), the two layout sets,
+//! one-call assembly, and a stand-in for the hub's HTTP API.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use unires::config::{
@@ -16,12 +13,9 @@ use unires::config::{
 use unires::model::unires::assemble::{assemble, AssembleOptions, AssembleReport, GlueSource};
 use unires::{BoxXyxy, Proposals};
 
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights")
-}
-
+/// `tests/fixtures/weights/<rel>`.
 pub fn fx(rel: &str) -> PathBuf {
-    fixtures().join(rel)
+    super::fixtures("weights").join(rel)
 }
 
 /// The unires configuration matching the fixture components (CLIP, LLaMA and SAM sizes are
@@ -69,36 +63,6 @@ pub fn micro_config() -> UniResConfig {
         ..SamMaskDecoderConfig::default()
     };
     c
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p =
-            std::env::temp_dir().join(format!("unires-weights-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The published layouts, in two sets that hold the same weights.
@@ -170,19 +134,6 @@ pub fn read_all(dir: &Path) -> std::collections::BTreeMap<String, Tensor> {
         }
     }
     out
-}
-
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// The commit every served repository is at.
