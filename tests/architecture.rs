@@ -68,8 +68,8 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             // `crate::{a, b}` groups: every name in the braces.
-            if after.starts_with('{') {
-                let group = after[1..].split('}').next().unwrap_or("");
+            if let Some(group) = after.strip_prefix('{') {
+                let group = group.split('}').next().unwrap_or("");
                 for part in group.split(',') {
                     let n: String = part
                         .trim()

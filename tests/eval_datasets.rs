@@ -11,7 +11,7 @@ use std::path::Path;
 use common::eval::{expected, root, CASES};
 use common::TempDir;
 use serde::Deserialize;
-use unires::eval::{self, DatasetKind};
+use unires::eval::{self, DatasetKind, SplitBy};
 use unires::io::rle::Rle;
 use unires::{Error, Granularity};
 
@@ -98,7 +98,8 @@ fn samples_and_ground_truth_match_the_reference_loaders() {
 #[test]
 fn refcoco_split_by_unc_is_the_default() {
     let default = eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", None).unwrap();
-    let unc = eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", Some("unc")).unwrap();
+    let unc =
+        eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", Some(SplitBy::Unc)).unwrap();
     let want: Expected = expected("refcoco_testB");
     assert_eq!(default.len(), want.n);
     assert_eq!(unc.len(), want.n);
@@ -107,7 +108,12 @@ fn refcoco_split_by_unc_is_the_default() {
         assert_eq!(unc.sent_id(i).unwrap(), w.sent_id);
         assert_eq!(unc.gt_mask(i).unwrap(), default.gt_mask(i).unwrap());
     }
-    match eval::load_dataset(DatasetKind::RefCoco, &root(), "testB", Some("google")) {
+    match eval::load_dataset(
+        DatasetKind::RefCoco,
+        &root(),
+        "testB",
+        Some(SplitBy::Google),
+    ) {
         Err(Error::UnknownSplit { known, .. }) => assert_eq!(known, "train, val, test"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("google testB loaded"),
@@ -166,7 +172,12 @@ fn unknown_splits_list_the_known_ones() {
             "train, val, testA, testB",
         ),
         (DatasetKind::RefCocoG, "testA", None, "train, val, test"),
-        (DatasetKind::RefCocoG, "test", Some("google"), "train, val"),
+        (
+            DatasetKind::RefCocoG,
+            "test",
+            Some(SplitBy::Google),
+            "train, val",
+        ),
         (
             DatasetKind::GRefCoco,
             "testC",
@@ -188,7 +199,7 @@ fn unknown_splits_list_the_known_ones() {
         Ok(_) => panic!("loaded"),
     }
     assert!(matches!(
-        eval::load_dataset(DatasetKind::RefCocoPlus, &root(), "val", Some("umd")),
+        eval::load_dataset(DatasetKind::RefCocoPlus, &root(), "val", Some(SplitBy::Umd)),
         Err(Error::UnknownSplit { .. })
     ));
 }

@@ -13,11 +13,11 @@ use common::tensors::max_abs_diff;
 use common::weights::*;
 use common::{bin, TempDir};
 use unires::model::unires::assemble::{assemble, GlueSource, SAM_TOKENS_FOR_GRANULARITY};
+use unires::model::unires::load::load_dir;
 use unires::weights::inputs::Input;
 use unires::weights::rename::{classify, detect, layout_by_name, Component, LAYOUTS};
-use unires::model::unires::load::load_dir;
-use unires::Source;
 use unires::Granularity;
+use unires::Source;
 
 fn keys_of(rel: &str) -> Vec<String> {
     Input::open(&[fx(rel)]).unwrap().names()

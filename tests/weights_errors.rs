@@ -14,10 +14,10 @@ use candle_core::{DType, Device, Tensor};
 use common::weights::*;
 use common::{bin, TempDir};
 use unires::model::unires::assemble::{assemble, GlueSource};
-use unires::weights::hub::HubOptions;
 use unires::model::unires::load::{check_dir, load_dir, load_with};
-use unires::Source;
+use unires::weights::hub::HubOptions;
 use unires::Error;
+use unires::Source;
 
 fn edit_tensors(file: &Path, f: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let mut m = candle_core::safetensors::load(file, &Device::Cpu).unwrap();

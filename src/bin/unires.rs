@@ -131,7 +131,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         .split
         .as_deref()
         .ok_or(Error::MissingArgument { what: "--split" })?;
-    let ds = eval::load_dataset(kind, root, split, a.split_by.as_deref())?;
+    let split_by = a.split_by.as_deref().map(str::parse).transpose()?;
+    let ds = eval::load_dataset(kind, root, split, split_by)?;
     let sum = ds.summary();
     eprintln!(
         "loaded {} {}: {} images, {} referents, {} instances, {} sentences ({} no-target, {} multi-target)",

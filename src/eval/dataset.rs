@@ -9,6 +9,47 @@ use crate::error::{Error, Result};
 use crate::types::{Granularity, Mask};
 
 /// The published benchmarks `unires` reads.
+/// A split scheme of the refer toolkit (`refs(<scheme>).p`): UNC, Google or UMD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SplitBy {
+    Unc,
+    Google,
+    Umd,
+}
+
+impl SplitBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBy::Unc => "unc",
+            SplitBy::Google => "google",
+            SplitBy::Umd => "umd",
+        }
+    }
+}
+
+impl fmt::Display for SplitBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SplitBy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "unc" => Ok(SplitBy::Unc),
+            "google" => Ok(SplitBy::Google),
+            "umd" => Ok(SplitBy::Umd),
+            _ => Err(Error::UnknownSplit {
+                dataset: "split-by".into(),
+                split: s.to_string(),
+                known: "unc, google, umd".into(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DatasetKind {
     /// RefCOCO (UNC splits by default, Google splits with `split_by = "google"`).

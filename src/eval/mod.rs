@@ -24,7 +24,7 @@ pub mod synthetic;
 
 use std::path::Path;
 
-pub use dataset::{Dataset, DatasetKind, LoadSummary, MetricFamily, Sample};
+pub use dataset::{Dataset, DatasetKind, LoadSummary, MetricFamily, Sample, SplitBy};
 pub use metrics::{Accumulator, ClassicAccumulator, GeneralizedAccumulator, Metrics};
 pub use score::{evaluate, score_predictions, EvalOptions, EvalReport, Predictions};
 
@@ -39,7 +39,7 @@ pub fn load_dataset(
     kind: DatasetKind,
     root: &Path,
     split: &str,
-    split_by: Option<&str>,
+    split_by: Option<SplitBy>,
 ) -> Result<Box<dyn Dataset>> {
     Ok(match kind {
         DatasetKind::RefCoco | DatasetKind::RefCocoPlus | DatasetKind::RefCocoG => {
@@ -50,7 +50,7 @@ pub fn load_dataset(
             if let Some(by) = split_by {
                 return Err(Error::UnknownSplit {
                     dataset: format!("{kind} (split-by)"),
-                    split: by.to_string(),
+                    split: by.as_str().to_string(),
                     known: "none (RefCOCOm has one split scheme)".into(),
                 });
             }

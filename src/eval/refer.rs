@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::eval::coco::{union_mask, CocoAnnotation, CocoImage, Instances, PolygonPolicy};
-use crate::eval::dataset::{out_of_range, Dataset, DatasetKind, LoadSummary, MetricFamily, Sample};
+use crate::eval::dataset::{
+    out_of_range, Dataset, DatasetKind, LoadSummary, MetricFamily, Sample, SplitBy,
+};
 use crate::eval::refs::{read_refs_json, read_refs_pickle, RefRecord};
 use crate::types::{Granularity, Mask};
 
@@ -16,22 +18,25 @@ use crate::types::{Granularity, Mask};
 pub const IMAGE_DIRS: [&str; 2] = ["images/train2014", "images/mscoco/images/train2014"];
 
 /// Split-by schemes and their splits, per benchmark (first scheme = default).
-pub fn known_splits(kind: DatasetKind) -> &'static [(&'static str, &'static [&'static str])] {
+pub fn known_splits(kind: DatasetKind) -> &'static [(SplitBy, &'static [&'static str])] {
     const UNC4: &[&str] = &["train", "val", "testA", "testB"];
     match kind {
-        DatasetKind::RefCoco => &[("unc", UNC4), ("google", &["train", "val", "test"])],
-        DatasetKind::RefCocoPlus => &[("unc", UNC4)],
-        DatasetKind::RefCocoG => &[
-            ("umd", &["train", "val", "test"]),
-            ("google", &["train", "val"]),
+        DatasetKind::RefCoco => &[
+            (SplitBy::Unc, UNC4),
+            (SplitBy::Google, &["train", "val", "test"]),
         ],
-        DatasetKind::GRefCoco => &[("unc", UNC4)],
+        DatasetKind::RefCocoPlus => &[(SplitBy::Unc, UNC4)],
+        DatasetKind::RefCocoG => &[
+            (SplitBy::Umd, &["train", "val", "test"]),
+            (SplitBy::Google, &["train", "val"]),
+        ],
+        DatasetKind::GRefCoco => &[(SplitBy::Unc, UNC4)],
         DatasetKind::RefCocoM => &[],
     }
 }
 
 /// Resolves `split_by` (default: the benchmark's first scheme) and checks `split` against it.
-pub fn check_split(kind: DatasetKind, split: &str, split_by: Option<&str>) -> Result<&'static str> {
+pub fn check_split(kind: DatasetKind, split: &str, split_by: Option<SplitBy>) -> Result<SplitBy> {
     let schemes = known_splits(kind);
     let by = match split_by {
         None => schemes.first().map(|s| s.0),
@@ -40,8 +45,12 @@ pub fn check_split(kind: DatasetKind, split: &str, split_by: Option<&str>) -> Re
     let Some(by) = by else {
         return Err(Error::UnknownSplit {
             dataset: format!("{kind} (split-by)"),
-            split: split_by.unwrap_or_default().to_string(),
-            known: schemes.iter().map(|s| s.0).collect::<Vec<_>>().join(", "),
+            split: split_by.map_or("", SplitBy::as_str).to_string(),
+            known: schemes
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let splits = schemes.iter().find(|s| s.0 == by).map_or(&[][..], |s| s.1);
@@ -117,7 +126,7 @@ pub fn load_refer(
     kind: DatasetKind,
     root: &Path,
     split: &str,
-    split_by: Option<&str>,
+    split_by: Option<SplitBy>,
 ) -> Result<CocoRefDataset> {
     let by = check_split(kind, split, split_by)?;
     check_root(root)?;
@@ -137,7 +146,11 @@ pub fn load_refer(
 
 /// Loads gRefCOCO from `root/grefcoco/grefs(unc).json` (or `grefs(unc).p`) and
 /// `root/grefcoco/instances.json`.
-pub fn load_grefcoco(root: &Path, split: &str, split_by: Option<&str>) -> Result<CocoRefDataset> {
+pub fn load_grefcoco(
+    root: &Path,
+    split: &str,
+    split_by: Option<SplitBy>,
+) -> Result<CocoRefDataset> {
     let kind = DatasetKind::GRefCoco;
     let by = check_split(kind, split, split_by)?;
     check_root(root)?;
@@ -388,13 +401,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            check_split(DatasetKind::RefCocoG, "val", Some("google")).unwrap(),
-            "google"
+            check_split(DatasetKind::RefCocoG, "val", Some(SplitBy::Google)).unwrap(),
+            SplitBy::Google
         );
-        assert!(check_split(DatasetKind::RefCocoG, "test", Some("google")).is_err());
+        assert!(check_split(DatasetKind::RefCocoG, "test", Some(SplitBy::Google)).is_err());
         assert!(matches!(
-            check_split(DatasetKind::RefCocoPlus, "val", Some("google")),
+            check_split(DatasetKind::RefCocoPlus, "val", Some(SplitBy::Google)),
             Err(Error::UnknownSplit { .. })
+        ));
+        assert_eq!("UMD".parse::<SplitBy>().unwrap(), SplitBy::Umd);
+        assert!(matches!(
+            "ucn".parse::<SplitBy>(),
+            Err(Error::UnknownSplit { known, .. }) if known == "unc, google, umd"
         ));
     }
 }

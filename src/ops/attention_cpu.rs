@@ -135,21 +135,35 @@ pub(crate) struct Block<'a> {
     pub(crate) mask: Option<(&'a [f32], usize, usize, usize)>,
 }
 
-/// One query block: `q` (`rows × d`) against the head's packed keys `kt` (see [`pack_keys`])
-/// and packed values `v` (see [`pack_values`]), written to `out` (`rows × dv`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_generic<F: Fma>(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    dims: &Dims,
+/// What every query block of one (batch, head) reads: the packed keys `kt` (see
+/// [`pack_keys`]) and values `v` (see [`pack_values`]) of its kv head.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    kt: &'a [f32],
+    v: &'a [f32],
+    dims: &'a Dims,
+    /// `dv` rounded up to whole panels.
     dvp: usize,
     scale: f32,
+}
+
+/// One query block: `q` (`rows × d`) against the head's keys and values, written to `out`
+/// (`rows × dv`).
+#[inline(always)]
+fn block_generic<F: Fma>(
+    q: &[f32],
+    head: &Head<'_>,
     blk: &Block,
     sc: &mut Scratch,
     out: &mut [f32],
 ) {
+    let Head {
+        kt,
+        v,
+        dims,
+        dvp,
+        scale,
+    } = *head;
     let (d, dv, sk) = (dims.d, dims.dv, dims.sk);
     let rows = out.len() / dv;
     let rp = rows.div_ceil(MR) * MR;
@@ -255,11 +269,7 @@ fn block_generic<F: Fma>(
 simd_dispatch! {
     fn block(
         q: &[f32],
-        kt: &[f32],
-        v: &[f32],
-        dims: &Dims,
-        dvp: usize,
-        scale: f32,
+        head: &Head<'_>,
         blk: &Block,
         sc: &mut Scratch,
         out: &mut [f32],
@@ -365,7 +375,14 @@ pub(crate) fn attention_cpu(
                         },
                     };
                     let qb = &qh[q0 * d..][..(o.len() / dv) * d];
-                    block(qb, kt, vh, dims, dvp, scale, &blk, sc, o);
+                    let head = Head {
+                        kt,
+                        v: vh,
+                        dims,
+                        dvp,
+                        scale,
+                    };
+                    block(qb, &head, &blk, sc, o);
                 },
             );
         });

@@ -251,7 +251,6 @@ pub(crate) fn roi_align_bwd(
 
 // ------------------------------------------------------------------ attention
 
-#[allow(clippy::too_many_arguments)]
 fn attention_typed<T: Elem>(
     dev: &CudaDevice,
     p: &AttentionParams,

@@ -205,18 +205,31 @@ fn pad_plane<T: Elem>(
     }
 }
 
+/// One zero-padded input plane and what to convolve it with.
+#[derive(Clone, Copy)]
+struct Plane<'a> {
+    /// The padded plane, rows of `wp` values.
+    xp: &'a [f32],
+    wp: usize,
+    /// The `kh × kw` taps of this channel.
+    taps: &'a [f32],
+    k: (usize, usize),
+    bias: f32,
+    /// Output rows and columns, rounded up to whole tiles.
+    out_r: (usize, usize),
+}
+
 /// `R` output rows × `CW` output columns per register tile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tiles<F: Fma, const R: usize, const CW: usize>(
-    xp: &[f32],
-    wp: usize,
-    taps: &[f32],
-    (kh, kw): (usize, usize),
-    bias: f32,
-    (ho_r, wo_r): (usize, usize),
-    out: &mut [f32],
-) {
+fn tiles<F: Fma, const R: usize, const CW: usize>(p: &Plane<'_>, out: &mut [f32]) {
+    let Plane {
+        xp,
+        wp,
+        taps,
+        k: (kh, kw),
+        bias,
+        out_r: (ho_r, wo_r),
+    } = *p;
     let span = CW + kw - 1;
     for oy in (0..ho_r).step_by(R) {
         for ox in (0..wo_r).step_by(CW) {
@@ -255,47 +268,42 @@ fn tile_shape(wo: usize) -> (usize, usize) {
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn conv_plane_generic<F: Fma>(
-    xp: &[f32],
-    wp: usize,
-    taps: &[f32],
-    k: (usize, usize),
-    bias: f32,
-    out_r: (usize, usize),
-    out: &mut [f32],
-) {
-    if tile_shape(out_r.1) == WIDE {
-        tiles::<F, { WIDE.0 }, { WIDE.1 }>(xp, wp, taps, k, bias, out_r, out)
+fn conv_plane_generic<F: Fma>(p: &Plane<'_>, out: &mut [f32]) {
+    if tile_shape(p.out_r.1) == WIDE {
+        tiles::<F, { WIDE.0 }, { WIDE.1 }>(p, out)
     } else {
-        tiles::<F, { NARROW.0 }, { NARROW.1 }>(xp, wp, taps, k, bias, out_r, out)
+        tiles::<F, { NARROW.0 }, { NARROW.1 }>(p, out)
     }
 }
 
 simd_dispatch! {
-    fn conv_plane(
-        xp: &[f32],
-        wp: usize,
-        taps: &[f32],
-        k: (usize, usize),
-        bias: f32,
-        out_r: (usize, usize),
-        out: &mut [f32],
-    ) = conv_plane_generic;
+    fn conv_plane(p: &Plane<'_>, out: &mut [f32]) = conv_plane_generic;
+}
+
+/// The geometry of a depthwise convolution.
+#[derive(Clone, Copy)]
+struct ConvShape {
+    /// Input `(B, C, H, W)`.
+    input: (usize, usize, usize, usize),
+    /// Kernel `(kh, kw)`.
+    k: (usize, usize),
+    /// Zero padding `(top/bottom, left/right)`; negative crops.
+    pad: (isize, isize),
+    /// Output `(ho, wo)`.
+    out: (usize, usize),
+    /// Convolve with the kernel rotated by 180° (the input gradient).
+    flip: bool,
 }
 
 /// The whole convolution on the CPU for one element type.
-#[allow(clippy::too_many_arguments)]
-fn conv_cpu<T: Elem>(
-    x: &[T],
-    (b, c, h, w): (usize, usize, usize, usize),
-    weight: &[f32],
-    (kh, kw): (usize, usize),
-    bias: &[f32],
-    pad: (isize, isize),
-    (ho, wo): (usize, usize),
-    flip: bool,
-) -> Vec<T> {
+fn conv_cpu<T: Elem>(x: &[T], shape: &ConvShape, weight: &[f32], bias: &[f32]) -> Vec<T> {
+    let ConvShape {
+        input: (b, c, h, w),
+        k: (kh, kw),
+        pad,
+        out: (ho, wo),
+        flip,
+    } = *shape;
     let (tr, tc) = tile_shape(wo);
     let (ho_r, wo_r) = (ho.div_ceil(tr) * tr, wo.div_ceil(tc) * tc);
     let (hp, wp) = (ho_r + kh - 1, wo_r + kw - 1);
@@ -319,14 +327,22 @@ fn conv_cpu<T: Elem>(
                     taps.copy_from_slice(wk);
                 }
                 pad_plane(&x[plane * h * w..][..h * w], (h, w), pad, (hp, wp), xp);
+                let p = Plane {
+                    xp,
+                    wp,
+                    taps,
+                    k: (kh, kw),
+                    bias: bias[ch],
+                    out_r: (ho_r, wo_r),
+                };
                 if (ho_r, wo_r) == (ho, wo) {
                     if let Some(d) = T::as_f32_mut(dst) {
                         // f32 output with whole tiles: no staging copy.
-                        conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), d);
+                        conv_plane(&p, d);
                         return;
                     }
                 }
-                conv_plane(xp, wp, taps, (kh, kw), bias[ch], (ho_r, wo_r), tile);
+                conv_plane(&p, tile);
                 for (d, s) in dst.chunks_exact_mut(wo).zip(tile.chunks_exact(wo_r)) {
                     for (o, v) in d.iter_mut().zip(s) {
                         *o = T::from_f32(*v);
@@ -368,25 +384,17 @@ impl CustomOp3 for DwConvOp {
             candle_core::bail!("depthwise_conv2d: weight/bias do not match {dims:?}")
         }
         let (ho, wo) = self.out;
-        let args = (
-            dims,
-            &weight[..],
-            (kh, kw),
-            &bias[..],
-            self.pad,
-            self.out,
-            self.flip,
-        );
+        let shape = ConvShape {
+            input: dims,
+            k: (kh, kw),
+            pad: self.pad,
+            out: self.out,
+            flip: self.flip,
+        };
         let storage = match FloatSlice::new(s1, l1, "depthwise_conv2d")? {
-            FloatSlice::F32(x) => CpuStorage::F32(conv_cpu(
-                x, args.0, args.1, args.2, args.3, args.4, args.5, args.6,
-            )),
-            FloatSlice::F16(x) => CpuStorage::F16(conv_cpu(
-                x, args.0, args.1, args.2, args.3, args.4, args.5, args.6,
-            )),
-            FloatSlice::BF16(x) => CpuStorage::BF16(conv_cpu(
-                x, args.0, args.1, args.2, args.3, args.4, args.5, args.6,
-            )),
+            FloatSlice::F32(x) => CpuStorage::F32(conv_cpu(x, &shape, &weight, &bias)),
+            FloatSlice::F16(x) => CpuStorage::F16(conv_cpu(x, &shape, &weight, &bias)),
+            FloatSlice::BF16(x) => CpuStorage::BF16(conv_cpu(x, &shape, &weight, &bias)),
         };
         Ok((storage, Shape::from((dims.0, dims.1, ho, wo))))
     }

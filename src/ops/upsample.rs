@@ -118,22 +118,38 @@ impl AxisTaps {
 /// Low-resolution rows and output rows handled by one task.
 const ROWS_PER_TASK: usize = 32;
 
-/// One task: output rows `[y0, y0 + rows)` of one mask. `masks`/`values` are the matching
-/// output rows (empty when not requested); `values` receives probabilities or logits.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn resize_rows_generic<F: Fma>(
-    low: &[f32],
+/// One task's input: a low-resolution map, the taps of both axes, and the output rows
+/// `[y0, y0 + rows)` to produce.
+struct RowTask<'a> {
+    /// One `h × low_w` map.
+    low: &'a [f32],
     low_w: usize,
-    ty: &AxisTaps,
-    tx: &AxisTaps,
+    ty: &'a AxisTaps,
+    tx: &'a AxisTaps,
     y0: usize,
     rows: usize,
+    /// Write probabilities (sigmoid) rather than logits to `values`.
+    probs: bool,
+}
+
+/// One task: `masks`/`values` are the task's output rows (empty when not requested);
+/// `values` receives probabilities or logits; `h1` is scratch.
+#[inline(always)]
+fn resize_rows_generic<F: Fma>(
+    t: &RowTask<'_>,
     h1: &mut Vec<f32>,
     masks: &mut [u8],
     values: &mut [f32],
-    probs: bool,
 ) {
+    let RowTask {
+        low,
+        low_w,
+        ty,
+        tx,
+        y0,
+        rows,
+        probs,
+    } = *t;
     let wo = tx.start.len();
     let r_lo = ty.start[y0] as usize;
     let r_hi = ty.start[y0 + rows - 1] as usize + ty.taps;
@@ -193,16 +209,10 @@ fn resize_rows_generic<F: Fma>(
 
 simd_dispatch! {
     fn resize_rows(
-        low: &[f32],
-        low_w: usize,
-        ty: &AxisTaps,
-        tx: &AxisTaps,
-        y0: usize,
-        rows: usize,
+        t: &RowTask<'_>,
         h1: &mut Vec<f32>,
         masks: &mut [u8],
         values: &mut [f32],
-        probs: bool,
     ) = resize_rows_generic;
 }
 
@@ -254,9 +264,16 @@ pub(crate) fn upsample_cpu(
         .for_each_init(Vec::new, |h1, (t, (m, v))| {
             let (mask, block) = (t / blocks_per_mask, t % blocks_per_mask);
             let y0 = block * ROWS_PER_TASK;
-            let rows = ROWS_PER_TASK.min(ho - y0);
-            let src = &low[mask * h * w..][..h * w];
-            resize_rows(src, w, &ty, &tx, y0, rows, h1, m, v, probs);
+            let task = RowTask {
+                low: &low[mask * h * w..][..h * w],
+                low_w: w,
+                ty: &ty,
+                tx: &tx,
+                y0,
+                rows: ROWS_PER_TASK.min(ho - y0),
+                probs,
+            };
+            resize_rows(&task, h1, m, v);
         });
     (masks, vals)
 }

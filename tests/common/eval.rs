@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
-use unires::eval::DatasetKind;
+use unires::eval::{DatasetKind, SplitBy};
 
 /// `tests/fixtures/eval/<rel>`.
 pub fn dir(rel: &str) -> PathBuf {
@@ -34,14 +34,14 @@ pub struct Case {
     pub name: &'static str,
     pub kind: DatasetKind,
     pub split: &'static str,
-    pub split_by: Option<&'static str>,
+    pub split_by: Option<SplitBy>,
 }
 
 const fn case(
     name: &'static str,
     kind: DatasetKind,
     split: &'static str,
-    split_by: Option<&'static str>,
+    split_by: Option<SplitBy>,
 ) -> Case {
     Case {
         name,
@@ -65,7 +65,7 @@ pub const CASES: [Case; 11] = [
         "refcocog_val_google",
         DatasetKind::RefCocoG,
         "val",
-        Some("google"),
+        Some(SplitBy::Google),
     ),
     case("grefcoco_val", DatasetKind::GRefCoco, "val", None),
     case("grefcoco_testA", DatasetKind::GRefCoco, "testA", None),

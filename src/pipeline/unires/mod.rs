@@ -61,7 +61,7 @@ impl UniRes {
             (n_obj, n_part),
         )?;
         let (hidden, mut cache) = query::prefill(self, &q)?;
-        let last = hidden.i((.., q.len()? - 1, ..))?;
+        let last = hidden.i((.., q.seq_len()? - 1, ..))?;
         let gl = query::granularity_logits(self, &last)?; // (1, 3)
         let probs = candle_nn::ops::softmax_last_dim(&gl)?
             .squeeze(0)?

@@ -23,8 +23,8 @@ pub struct QueryPrompt {
 }
 
 impl QueryPrompt {
-    /// Length `S` of the prompt.
-    pub fn len(&self) -> Result<usize> {
+    /// Length `S` of the prompt sequence.
+    pub fn seq_len(&self) -> Result<usize> {
         Ok(self.embeds.dim(0)?)
     }
 }
@@ -119,7 +119,7 @@ pub fn prefill_answered(model: &UniRes, queries: &[(&QueryPrompt, usize)]) -> Re
     let mut lens = Vec::with_capacity(queries.len());
     for (q, g) in queries {
         let ans = answer_embeddings(model, *g)?.squeeze(0)?;
-        lens.push(q.len()?);
+        lens.push(q.seq_len()?);
         seqs.push(Tensor::cat(&[&q.embeds, &ans], 0)?);
     }
     let nq = seqs.len();
