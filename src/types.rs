@@ -550,6 +550,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mask_access_is_bounds_checked() {
+        let mut m = Mask::zeros(3, 4);
+        assert!(m.set(2, 3, true).is_ok());
+        assert_eq!(m.get(2, 3), Some(true));
+        assert_eq!(m.get(0, 0), Some(false));
+        // Column 4 of row 1 would be pixel (2, 0) in the flat buffer: still outside.
+        assert_eq!(m.get(1, 4), None);
+        assert_eq!(m.get(3, 0), None);
+        assert!(matches!(m.set(1, 4, true), Err(Error::BadShape { .. })));
+        assert!(m.set(3, 0, true).is_err());
+        assert_eq!(m.area(), 1, "a refused set changes nothing");
+    }
+
+    #[test]
+    fn within_box_keeps_the_covered_pixels() {
+        let mut m = Mask::zeros(4, 5);
+        for (y, x) in [(0, 0), (1, 1), (1, 2), (2, 2), (3, 4)] {
+            m.set(y, x, true).unwrap();
+        }
+        // Box [0.5, 0.9, 2.2, 2.0): columns 0..3, rows 0..2 (floor / ceil).
+        let inside = m.within_box(&BoxXyxy::new(0.5, 0.9, 2.2, 2.0));
+        let on: Vec<(usize, usize)> = (0..4)
+            .flat_map(|y| (0..5).map(move |x| (y, x)))
+            .filter(|&(y, x)| inside.get(y, x) == Some(true))
+            .collect();
+        assert_eq!(on, [(0, 0), (1, 1), (1, 2)]);
+        // Boxes past the border are clipped; empty and inverted boxes keep nothing.
+        assert_eq!(m.within_box(&BoxXyxy::new(-9.0, -9.0, 99.0, 99.0)), m);
+        assert!(m.within_box(&BoxXyxy::new(3.0, 1.0, 3.0, 3.0)).is_empty());
+        assert!(m.within_box(&BoxXyxy::new(4.0, 3.0, 1.0, 0.0)).is_empty());
+    }
+
+    #[test]
     fn granularity_round_trips() {
         for g in [
             Granularity::Part,

@@ -157,3 +157,25 @@ fn no_source_file_is_over_700_lines() {
         .collect();
     assert!(long.is_empty(), "split by concern: {long:?}");
 }
+
+#[test]
+fn gpu_backends_take_plain_parameters() {
+    // ops/cuda.rs and ops/metal.rs are called by the op files; they read only the plain
+    // parameter structs (and CPU helpers), so that no op file and backend import each other.
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    for backend in ["cuda.rs", "metal.rs"] {
+        let text = std::fs::read_to_string(ops.join(backend)).unwrap_or_default();
+        assert!(!text.is_empty(), "src/ops/{backend} is missing");
+        for line in text.lines().map(str::trim) {
+            if let Some(path) = line
+                .strip_prefix("use super::")
+                .or_else(|| line.strip_prefix("use crate::ops::"))
+            {
+                assert!(
+                    path.starts_with("params::") || path.starts_with("cpu::"),
+                    "src/ops/{backend}: `{line}` reaches into an op file"
+                );
+            }
+        }
+    }
+}

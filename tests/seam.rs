@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::TempDir;
-use unires::pipeline::{load_segmenter, Encoded, Family, Segmenter};
+use unires::pipeline::{load_segmenter, Encoded, Family};
 use unires::{Error, Granularity, Source};
 
 /// EVF-SAM's published `config.json` fields (see the issue facts: hidden_size, out_dim,
@@ -51,8 +51,7 @@ fn the_seam_gives_what_the_model_gives() {
     assert_eq!(seg.family(), Family::UniRes);
     let model = unires::load(&Source::Embedded, &dev, DType::F32).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenes");
-    let image =
-        unires::io::image::load_image(&root.join("tall.png"), &Default::default()).unwrap();
+    let image = unires::io::image::load_image(&root.join("tall.png"), &Default::default()).unwrap();
     let (w, h) = image.dimensions();
     let boxes = unires::io::boxes::load_boxes(&root.join("tall.json"), w, h).unwrap();
 

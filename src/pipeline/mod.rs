@@ -16,7 +16,6 @@ use image::RgbImage;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::model::unires::UniRes;
 use crate::types::{Granularity, Proposals, Segmentation};
 use crate::weights::hub::HubOptions;
 use crate::weights::source::{read_config, Source};
@@ -203,10 +202,3 @@ pub fn load_segmenter_with(
         }),
     }
 }
-
-// The UniRES++ model is one `Segmenter`; keep the trait object-safe and the model shareable
-// across threads.
-const _: fn() = || {
-    fn assert_segmenter<T: Segmenter>() {}
-    assert_segmenter::<UniRes>();
-};
