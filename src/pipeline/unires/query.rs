@@ -191,6 +191,12 @@ pub fn region_rows(
     queries: &[QueryRegions<'_>],
 ) -> Result<RegionRows> {
     let (nq, s, h) = hidden.dims3()?;
+    if nq != queries.len() {
+        return Err(Error::shape(
+            "region rows",
+            format!("{nq} sequences for {} queries", queries.len()),
+        ));
+    }
     let dev = model.device();
     let dtype = model.dtype();
     let r_max = queries.iter().map(|q| q.positions.len()).max().unwrap_or(0);
@@ -221,12 +227,6 @@ pub fn region_rows(
         } else {
             q.boxes.clone()
         });
-    }
-    if nq != queries.len() {
-        return Err(Error::shape(
-            "region rows",
-            format!("{nq} sequences for {} queries", queries.len()),
-        ));
     }
     let (hidden, boxes) = if r_max > 0 {
         let flat = hidden.reshape((nq * s, h))?;
