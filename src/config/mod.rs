@@ -1,4 +1,5 @@
-//! `config.json`: the serde schema of a unires checkpoint, and the `tiny` / `base` presets.
+//! `config.json`: the serde schema of a unires checkpoint, and the `tiny` / `base` presets;
+//! [`EvfSamConfig`] is the EVF-SAM family's.
 //!
 //! Component configs use the field names of the reference implementations' own configs
 //! (HF `CLIPVisionConfig`, `ConvNextConfig`, `LlamaConfig`, `SamMaskDecoderConfig`), so a
@@ -6,6 +7,7 @@
 //! and missing ones take the reference defaults.
 
 mod components;
+mod evf_sam;
 mod presets;
 mod validate;
 mod wire;
@@ -21,6 +23,7 @@ pub use components::{
     LlamaConfig, PromptConfig, RegionConfig, RopeScaling, SamMaskDecoderConfig, SelectFeature,
     TokensConfig, VisionConfig,
 };
+pub use evf_sam::{Beit3Config, EvfSamConfig, SamDecoderSpec, SamImageEncoderConfig};
 pub use presets::{CLIP_MEAN, CLIP_STD};
 
 /// The schema version this build reads and writes.
