@@ -1,8 +1,9 @@
 //! Model graphs: the blocks shared across families (CLIP ViT, ConvNeXt, LLaMA, the SAM mask
-//! decoder, small layers in [`nn`], seeded initialisation in [`init`]), and one folder per
+//! decoder, BEiT-3, small layers in [`nn`], seeded initialisation in [`init`]), and one folder per
 //! family ([`unires`]) whose file names follow the paper's components and whose struct
 //! fields follow the checkpoint keys.
 
+pub mod beit3;
 pub mod hires;
 pub mod init;
 pub mod llm;

@@ -14,6 +14,7 @@
 mod common;
 
 mod args;
+mod beit3;
 mod clip_vision;
 mod convnext;
 mod harness;
@@ -31,6 +32,7 @@ type Runner = fn(&Case) -> harness::Res<Vec<(String, candle_core::Tensor)>>;
 
 fn runner(kind: &str) -> Option<Runner> {
     match kind {
+        "beit3" => Some(beit3::run),
         "clip_vision" => Some(clip_vision::run),
         "convnext" => Some(convnext::run),
         "llama" => Some(llama::run),
