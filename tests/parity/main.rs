@@ -21,6 +21,7 @@ mod harness;
 mod interpolate;
 mod llama;
 mod roi_align;
+mod sam_image_encoder;
 mod sam_mask_decoder;
 
 use std::time::Instant;
@@ -36,6 +37,7 @@ fn runner(kind: &str) -> Option<Runner> {
         "clip_vision" => Some(clip_vision::run),
         "convnext" => Some(convnext::run),
         "llama" => Some(llama::run),
+        "sam_image_encoder" => Some(sam_image_encoder::run),
         "sam_mask_decoder" => Some(sam_mask_decoder::run),
         "sam_prompt_encoder" => Some(sam_mask_decoder::run_prompt),
         "interpolate" => Some(interpolate::run),
