@@ -210,6 +210,11 @@ pub enum Error {
     #[error("tokenizer has no special token {token:?}")]
     MissingSpecialToken { token: String },
 
+    /// A SentencePiece model file (or the added-tokens file next to it) that cannot be read,
+    /// or that describes a tokenizer this build does not reproduce.
+    #[error("{what}: {problem}")]
+    SentencePiece { what: String, problem: SpmProblem },
+
     /// A model hub download failed.
     #[error("hub repository {repo:?}: {reason}")]
     Hub { repo: String, reason: String },
@@ -281,6 +286,91 @@ impl std::fmt::Display for BoxProblem {
             BoxProblem::OutsideImage => "the box lies outside the image",
             BoxProblem::Empty => "the box has zero width or height",
         })
+    }
+}
+
+/// What is wrong with a SentencePiece model or its added tokens
+/// ([`Error::SentencePiece`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SpmProblem {
+    /// The protobuf data ends inside a field (at byte `offset`).
+    Truncated { offset: usize },
+    /// A varint longer than ten bytes (at byte `offset`).
+    BadVarint { offset: usize },
+    /// A wire type protobuf does not define, or the deprecated groups (at byte `offset`).
+    BadWireType { wire_type: u8, offset: usize },
+    /// A known field stored with another wire type than its declared one.
+    WrongWireType {
+        field: &'static str,
+        expected: u8,
+        got: u8,
+    },
+    /// A string field that is not UTF-8.
+    NotUtf8 { field: &'static str },
+    /// The model holds no pieces.
+    NoPieces,
+    /// The model was trained with another algorithm than unigram (BPE = 2, WORD = 3, CHAR = 4).
+    NotUnigram { model_type: i32 },
+    /// A model option the tokenizer built from it does not reproduce.
+    Unsupported { what: String },
+    /// The pieces are not laid out as XLM-R's fairseq id mapping assumes.
+    Layout { reason: String },
+    /// The precompiled normalisation map cannot be read.
+    BadCharsmap { reason: String },
+    /// An added token whose id is not the next free one.
+    AddedTokenId {
+        token: String,
+        got: u32,
+        expected: u32,
+    },
+    /// An added token that is empty, repeated, or already a piece of the vocabulary.
+    AddedTokenClash { token: String },
+    /// The `tokenizers` crate refused a part of the pipeline.
+    Build { reason: String },
+}
+
+impl std::fmt::Display for SpmProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpmProblem::Truncated { offset } => write!(f, "truncated protobuf at byte {offset}"),
+            SpmProblem::BadVarint { offset } => write!(f, "bad varint at byte {offset}"),
+            SpmProblem::BadWireType { wire_type, offset } => {
+                write!(
+                    f,
+                    "unsupported protobuf wire type {wire_type} at byte {offset}"
+                )
+            }
+            SpmProblem::WrongWireType {
+                field,
+                expected,
+                got,
+            } => write!(f, "field {field} has wire type {got}, expected {expected}"),
+            SpmProblem::NotUtf8 { field } => write!(f, "field {field} is not UTF-8"),
+            SpmProblem::NoPieces => f.write_str("the model has no pieces"),
+            SpmProblem::NotUnigram { model_type } => write!(
+                f,
+                "model type {model_type} is not unigram (1); only unigram models are supported"
+            ),
+            SpmProblem::Unsupported { what } => write!(f, "unsupported: {what}"),
+            SpmProblem::Layout { reason } => write!(f, "not an XLM-R piece layout: {reason}"),
+            SpmProblem::BadCharsmap { reason } => {
+                write!(f, "bad precompiled normalisation map: {reason}")
+            }
+            SpmProblem::AddedTokenId {
+                token,
+                got,
+                expected,
+            } => write!(
+                f,
+                "added token {token:?} has id {got}; the next free id is {expected}"
+            ),
+            SpmProblem::AddedTokenClash { token } => write!(
+                f,
+                "added token {token:?} is empty, repeated or already in the vocabulary"
+            ),
+            SpmProblem::Build { reason } => write!(f, "cannot build the tokenizer: {reason}"),
+        }
     }
 }
 
