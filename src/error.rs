@@ -137,6 +137,14 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A granularity this model (or this checkpoint of it) cannot segment.
+    #[error("the {family} model cannot segment at granularity {granularity}: {reason}")]
+    UnsupportedGranularity {
+        family: &'static str,
+        granularity: &'static str,
+        reason: &'static str,
+    },
+
     /// An image encoded by one model family was given to another.
     #[error("an image encoded by the {got} model was given to the {expected} model")]
     WrongFamily {

@@ -190,10 +190,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
 /// Where the model comes from and where it runs.
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// A unires checkpoint directory (default: the embedded tiny model).
+    /// A checkpoint directory: unires, or EVF-SAM as published (default: the embedded tiny
+    /// model).
     #[arg(long, conflicts_with = "hub")]
     weights: Option<PathBuf>,
-    /// A hub repository holding a unires checkpoint: owner/name[@revision]. Honours HF_HOME,
+    /// A hub repository holding a checkpoint (unires, or EVF-SAM such as YxZhang/evf-sam):
+    /// owner/name[@revision]. Honours HF_HOME,
     /// HF_HUB_OFFLINE, HF_ENDPOINT, HF_TOKEN.
     #[arg(long)]
     hub: Option<String>,
@@ -259,12 +261,13 @@ fn segment(args: SegmentArgs) -> Result<()> {
         });
     }
     let image = unires::io::image::load_image(&args.image, &limits)?;
-    let proposals = match &args.boxes {
-        Some(p) => unires::io::boxes::load_boxes(p, image.width(), image.height())?,
-        None => {
-            use unires::ProposalSource;
-            unires::proposals::SelectiveSearch::default().propose(&image)?
-        }
+    let boxes = match &args.boxes {
+        Some(p) => Some(unires::io::boxes::load_boxes(
+            p,
+            image.width(),
+            image.height(),
+        )?),
+        None => None,
     };
     let source = model_source(&args.model);
     let dtype = match &args.dtype {
@@ -274,6 +277,14 @@ fn segment(args: SegmentArgs) -> Result<()> {
     };
     let device = parse_device(&args.model.device)?;
     let model = load_segmenter(&source, &device, dtype)?;
+    let proposals = match boxes {
+        Some(b) => b,
+        None if model.uses_proposals() => {
+            use unires::ProposalSource;
+            unires::proposals::SelectiveSearch::default().propose(&image)?
+        }
+        None => unires::Proposals::default(),
+    };
     let encoded = model.encode(&image, &proposals)?;
     let seg = model.segment(&encoded, &args.expression, granularity)?;
 
@@ -309,7 +320,7 @@ fn segment(args: SegmentArgs) -> Result<()> {
         write_json(path, &v)?;
     }
     eprintln!(
-        "{}: granularity {} (p = {:.2}/{:.2}/{:.2}), target score {:.3}, {} px, {} instance(s) → {}",
+        "{}: granularity {} (p = {:.2}/{:.2}/{:.2}), score {:.3}, {} px, {} instance(s) → {}",
         args.expression.trim(),
         seg.granularity,
         seg.granularity_probs[0],

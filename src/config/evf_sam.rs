@@ -321,7 +321,9 @@ impl SamDecoderSpec {
             num_multimask_outputs: self.num_multimask_outputs,
             iou_head_depth: self.iou_head_depth,
             iou_head_hidden_dim: self.iou_head_hidden_dim,
-            layer_norm_eps: 1e-6,
+            // segment-anything's two-way transformer uses `nn.LayerNorm`'s default eps (1e-5);
+            // HF's port, whose names our decoder uses, defaults to 1e-6.
+            layer_norm_eps: 1e-5,
         }
     }
 }

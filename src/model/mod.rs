@@ -4,6 +4,7 @@
 //! paper's components and whose struct fields follow the checkpoint keys.
 
 pub mod beit3;
+pub mod evf_sam;
 pub mod hires;
 pub mod init;
 pub mod llm;

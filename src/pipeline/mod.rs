@@ -6,6 +6,7 @@
 //! checkpoint's `config.json` ([`Family::detect`]), so a second family plugs in beside
 //! [`unires`] without touching it.
 
+pub mod evf_sam;
 pub mod preprocess;
 pub mod unires;
 
@@ -148,6 +149,12 @@ pub trait Segmenter: Send + Sync {
     /// The score below which a result is empty ("nothing matches").
     fn no_target_threshold(&self) -> f32;
 
+    /// Whether [`Segmenter::encode`] uses the proposals (a family that does not, such as
+    /// EVF-SAM, takes an empty set and callers can skip computing them).
+    fn uses_proposals(&self) -> bool {
+        true
+    }
+
     /// Encodes an image and its proposals (original pixel coordinates).
     fn encode(&self, image: &RgbImage, proposals: &Proposals) -> Result<Encoded>;
 
@@ -196,9 +203,8 @@ pub fn load_segmenter_with(
         Family::UniRes => Ok(Box::new(crate::model::unires::load::load_with(
             source, hub, device, dtype,
         )?)),
-        Family::EvfSam => Err(Error::UnsupportedFamily {
-            family: Family::EvfSam.as_str(),
-            reason: "EVF-SAM checkpoints are recognised but this build cannot run them yet",
-        }),
+        Family::EvfSam => Ok(Box::new(crate::model::evf_sam::load::load_with(
+            source, hub, device, dtype,
+        )?)),
     }
 }

@@ -1,6 +1,11 @@
-//! Image preprocessing for the low-resolution (CLIP) and high-resolution (ConvNeXt) paths.
+//! Image preprocessing: the resamplers the reference pipelines use, re-implemented exactly,
+//! and the low-resolution (CLIP) and high-resolution (ConvNeXt) paths of UniRES++.
 //!
-//! Both paths resize with **Pillow's antialiased bicubic filter** (`Image.resize(...,
+//! * [`resize_pil`]: Pillow's `Image.resize` (bilinear or bicubic, antialiased when shrinking,
+//!   fixed-point, horizontal pass first with an 8-bit intermediate);
+//! * [`resize_bicubic_torch`]: PyTorch's bicubic `interpolate` on a float tensor.
+//!
+//! Both UniRES++ paths resize with **Pillow's antialiased bicubic filter** (`Image.resize(...,
 //! BICUBIC)`, `a = −0.5`, support widened by the downscale factor, fixed-point 22-bit
 //! coefficients, horizontal pass first with an 8-bit intermediate image), re-implemented
 //! here so that the pixels equal what `CLIPImageProcessor` (PIL path) computes.
@@ -19,6 +24,38 @@ use crate::config::HiresPad;
 use crate::error::{Error, Result};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's resampling filters (the ones the preprocessing paths use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilFilter {
+    /// `Image.BILINEAR`: the triangle filter, support 1.
+    Bilinear,
+    /// `Image.BICUBIC`: Keys' cubic with `a = −0.5`, support 2.
+    Bicubic,
+}
+
+impl PilFilter {
+    fn support(self) -> f64 {
+        match self {
+            PilFilter::Bilinear => 1.0,
+            PilFilter::Bicubic => 2.0,
+        }
+    }
+
+    fn eval(self, x: f64) -> f64 {
+        match self {
+            PilFilter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            PilFilter::Bicubic => bicubic(x),
+        }
+    }
+}
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -40,10 +77,10 @@ struct Coeffs {
     weights: Vec<i32>,
 }
 
-fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
+fn precompute_coeffs(in_size: usize, out_size: usize, filter: PilFilter) -> Coeffs {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
     let mut weights = vec![0i32; out_size * ksize];
@@ -57,7 +94,7 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
         let n = xmax.saturating_sub(xmin);
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
-            let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+            let w = filter.eval((x as f64 + xmin as f64 - center + 0.5) * ss);
             *kx = w;
             ww += w;
         }
@@ -92,6 +129,12 @@ fn clip8(v: i64) -> u8 {
 
 /// Resizes an RGB image exactly as Pillow's `Image.resize((w, h), Image.BICUBIC)`.
 pub fn resize_bicubic_pil(img: &RgbImage, out_w: u32, out_h: u32) -> Result<RgbImage> {
+    resize_pil(img, out_w, out_h, PilFilter::Bicubic)
+}
+
+/// Resizes an RGB image exactly as Pillow's `Image.resize((w, h), filter)` (antialiased when
+/// shrinking: the filter's support widens by the scale factor).
+pub fn resize_pil(img: &RgbImage, out_w: u32, out_h: u32, filter: PilFilter) -> Result<RgbImage> {
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
     if in_w == 0 || in_h == 0 || ow == 0 || oh == 0 {
@@ -107,14 +150,14 @@ pub fn resize_bicubic_pil(img: &RgbImage, out_w: u32, out_h: u32) -> Result<RgbI
     let src = img.as_raw();
     let half: i64 = 1 << (PRECISION_BITS - 1);
 
-    let cv = precompute_coeffs(in_h, oh);
+    let cv = precompute_coeffs(in_h, oh, filter);
     // Rows of the source actually used by the vertical pass.
     let y_first = cv.bounds.first().map(|b| b.0).unwrap_or(0);
     let y_last = cv.bounds.last().map(|b| b.0 + b.1).unwrap_or(in_h);
 
     // Horizontal pass into an 8-bit intermediate of `y_last - y_first` rows.
     let (tmp, tmp_w, tmp_y0) = if ow != in_w {
-        let ch = precompute_coeffs(in_w, ow);
+        let ch = precompute_coeffs(in_w, ow, filter);
         let rows = y_last - y_first;
         let mut tmp = vec![0u8; rows * ow * 3];
         for (r, out_row) in tmp.chunks_mut(ow * 3).enumerate() {
@@ -142,7 +185,7 @@ pub fn resize_bicubic_pil(img: &RgbImage, out_w: u32, out_h: u32) -> Result<RgbI
 
     if oh == in_h {
         return RgbImage::from_raw(out_w, out_h, tmp)
-            .ok_or_else(|| Error::shape("resize_bicubic_pil", "buffer size"));
+            .ok_or_else(|| Error::shape("resize_pil", "buffer size"));
     }
     // Vertical pass.
     let mut out = vec![0u8; oh * tmp_w * 3];
@@ -157,8 +200,79 @@ pub fn resize_bicubic_pil(img: &RgbImage, out_w: u32, out_h: u32) -> Result<RgbI
             out_row[xx] = clip8(s);
         }
     }
-    RgbImage::from_raw(out_w, out_h, out)
-        .ok_or_else(|| Error::shape("resize_bicubic_pil", "buffer size"))
+    RgbImage::from_raw(out_w, out_h, out).ok_or_else(|| Error::shape("resize_pil", "buffer size"))
+}
+
+/// `torch.nn.functional.interpolate(mode="bicubic", align_corners=False, antialias=False)` of
+/// a `(C, H, W)` f32 image to `(C, out_h, out_w)`, as PyTorch's CPU kernel computes it: Keys'
+/// cubic with `a = −0.75`, source index `scale·(i + ½) − ½` (not clamped below zero),
+/// taps clamped to the border, f32 weights, the four taps of a row summed first, then the
+/// four rows. No clamping of the result (values may leave the input range).
+pub fn resize_bicubic_torch(
+    chw: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> Result<Vec<f32>> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || chw.len() != c * h * w {
+        return Err(Error::shape(
+            "resize_bicubic_torch",
+            format!(
+                "{} values for ({c}, {h}, {w}) → ({out_h}, {out_w})",
+                chw.len()
+            ),
+        ));
+    }
+    let ty = cubic_taps(h, out_h);
+    let tx = cubic_taps(w, out_w);
+    let mut out = vec![0f32; c * out_h * out_w];
+    for (plane, dst) in chw
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(out_h * out_w))
+    {
+        for (oy, row) in dst.chunks_exact_mut(out_w).enumerate() {
+            let (iy, wy) = &ty[oy];
+            for (ox, v) in row.iter_mut().enumerate() {
+                let (ix, wx) = &tx[ox];
+                let mut acc = 0f32;
+                for (&yy, &wyy) in iy.iter().zip(wy) {
+                    let src = &plane[yy * w..(yy + 1) * w];
+                    let mut r = 0f32;
+                    for (&xx, &wxx) in ix.iter().zip(wx) {
+                        r += src[xx] * wxx;
+                    }
+                    acc += r * wyy;
+                }
+                *v = acc;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The four clamped source indices and f32 weights of each output index (PyTorch's
+/// `compute_indices_weights_cubic`).
+fn cubic_taps(input: usize, output: usize) -> Vec<([usize; 4], [f32; 4])> {
+    const A: f32 = -0.75;
+    let conv1 = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let conv2 = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|o| {
+            let real = scale * (o as f32 + 0.5) - 0.5;
+            let i0 = (real.floor() as i64).min(input as i64 - 1);
+            let t = (real - i0 as f32).clamp(0.0, 1.0);
+            let clamp = |i: i64| i.clamp(0, input as i64 - 1) as usize;
+            (
+                [clamp(i0 - 1), clamp(i0), clamp(i0 + 1), clamp(i0 + 2)],
+                [
+                    conv2(t + 1.0),
+                    conv1(t),
+                    conv1(1.0 - t),
+                    conv2(1.0 - t + 1.0),
+                ],
+            )
+        })
+        .collect()
 }
 
 /// The padding colour LLaVA uses: `int(255 · mean)` per channel.

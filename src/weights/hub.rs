@@ -268,6 +268,21 @@ pub fn fetch_file(repo: &str, revision: &str, file: &str, opts: &HubOptions) -> 
         .map_err(|e| api_err(repo, file, e))
 }
 
+/// Makes one file of `repo` available locally when the repository has it; `None` when it
+/// does not (an optional file such as `added_tokens.json`).
+pub fn fetch_optional_file(
+    repo: &str,
+    revision: &str,
+    file: &str,
+    opts: &HubOptions,
+) -> Result<Option<PathBuf>> {
+    let listed = list_files(repo, revision, opts)?;
+    if !listed.iter().any(|l| l == file) {
+        return Ok(None);
+    }
+    fetch_file(repo, revision, file, opts).map(Some)
+}
+
 /// Makes a published component checkpoint available locally: its `config.json` (if the
 /// repository has one) and the first weights layout found among `candidates` (a single file,
 /// or an index and its shards). Returns the directory holding them.

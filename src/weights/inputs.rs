@@ -6,10 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::error::{Error, Result};
-use crate::weights::checkpoint::{PickleFile, SafetensorsFile, TensorInfo, TensorStore};
+use crate::weights::checkpoint::{
+    PickleFile, SafetensorsFile, TensorIndex, TensorInfo, TensorStore,
+};
 
 /// Weight files looked for in a directory, in order.
 pub const DIR_CANDIDATES: &[&str] = &[
@@ -226,6 +230,19 @@ impl Input {
         self.given.first().cloned().unwrap_or_default()
     }
 
+    /// Reads one tensor onto `device` in `dtype`; a memory-mapped file's pages of that tensor
+    /// are released afterwards, a pickle's storage is read for this tensor only.
+    pub fn load_as(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let (_, i) = self.infos.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            file: Some(self.label()),
+        })?;
+        match &self.reader {
+            Reader::Safetensors(s) => s.load(name, dtype, device),
+            Reader::Pickles(p) => Ok(p[*i].tensor(name)?.to_dtype(dtype)?.to_device(device)?),
+        }
+    }
+
     /// Reads one tensor onto the CPU in its stored dtype.
     pub fn load(&self, name: &str) -> Result<Tensor> {
         let (_, i) = self.infos.get(name).ok_or_else(|| Error::MissingTensor {
@@ -236,6 +253,77 @@ impl Input {
             Reader::Safetensors(s) => s.load_raw(name),
             Reader::Pickles(p) => p[*i].tensor(name),
         }
+    }
+}
+
+impl TensorIndex for Input {
+    fn info(&self, name: &str) -> Option<&TensorInfo> {
+        Input::info(self, name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        Input::names(self)
+    }
+
+    fn file_of(&self, name: &str) -> PathBuf {
+        Input::file_of(self, name)
+    }
+
+    fn origin(&self) -> &Path {
+        self.given
+            .first()
+            .or(self.files.first())
+            .map_or(Path::new("."), PathBuf::as_path)
+    }
+}
+
+/// The `VarBuilder` backend over an [`Input`]: each requested tensor is checked against its
+/// header entry, then read once into the requested dtype and device.
+pub struct InputBackend {
+    input: Arc<Input>,
+}
+
+impl InputBackend {
+    pub fn new(input: Arc<Input>) -> Self {
+        Self { input }
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for InputBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let info = self.input.info(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "missing tensor {name:?} in {}",
+                self.input.label().display()
+            ))
+        })?;
+        if info.shape.as_slice() != s.dims() {
+            return Err(candle_core::Error::Msg(format!(
+                "tensor {name:?}: expected shape {:?}, got {:?}",
+                s.dims(),
+                info.shape
+            )));
+        }
+        self.input
+            .load_as(name, dtype, dev)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.input
+            .load_as(name, dtype, dev)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.input.info(name).is_some()
     }
 }
 

@@ -210,6 +210,13 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
         for (name, t) in &outputs {
             let want = case.get(name)?;
             if bf16 {
+                // A case may state a bf16 tolerance per output (`bf16_atol_per_output`).
+                let atol = case
+                    .fixture
+                    .get("bf16_atol_per_output")
+                    .and_then(|m| m.get(name.as_str()))
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(atol);
                 let max_ref = max_magnitude(want)?;
                 let quarter = sig(max_ref / 4.0);
                 if !bf16_checked(atol, max_ref) {

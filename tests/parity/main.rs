@@ -1,9 +1,10 @@
 //! Parity suite: every folder in `tests/fixtures/parity/` is one case made by the reference
 //! implementation (see `tests/fixtures/gen/`). Each case is run in f32 against the fixture's
 //! own `rtol`/`atol` (torch.allclose semantics: |a − b| ≤ atol + rtol·|b|) and, for model
-//! kinds, again in bf16 against the looser `bf16_rtol`/`bf16_atol` it states. A bf16 output
-//! is compared only where that atol is below a quarter of the output's largest reference
-//! magnitude (otherwise zeros would pass); the others are listed as skipped.
+//! kinds, again in bf16 against the looser `bf16_rtol`/`bf16_atol` it states (or, per output,
+//! `bf16_atol_per_output`). A bf16 output is compared only where that atol is below a quarter
+//! of the output's largest reference magnitude (otherwise zeros would pass); the others are
+//! listed as skipped.
 //!
 //! Run: `cargo test --release --test parity [-- FILTER... | --list | --exact | --skip F]`
 //! (libtest's arguments, see `args.rs`). Prints one line per case and run, per bf16 output
@@ -17,6 +18,7 @@ mod args;
 mod beit3;
 mod clip_vision;
 mod convnext;
+mod evf_sam;
 mod harness;
 mod interpolate;
 mod llama;
@@ -36,6 +38,7 @@ fn runner(kind: &str) -> Option<Runner> {
         "beit3" => Some(beit3::run),
         "clip_vision" => Some(clip_vision::run),
         "convnext" => Some(convnext::run),
+        "evf_sam" => Some(evf_sam::run),
         "llama" => Some(llama::run),
         "sam_image_encoder" => Some(sam_image_encoder::run),
         "sam_mask_decoder" => Some(sam_mask_decoder::run),

@@ -172,6 +172,12 @@ impl XlmrTokenizer {
         })
     }
 
+    /// The tokens matched in raw text before segmentation (`<s>`, `<pad>`, `</s>`, `<unk>`,
+    /// `<mask>` and the added tokens), with their ids.
+    pub fn split_tokens(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.split.iter().map(|t| (t.content.as_str(), t.id))
+    }
+
     /// The ids of the slow `tokenizer(text)["input_ids"]` (`<s> … </s>` when
     /// `add_special_tokens`).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
