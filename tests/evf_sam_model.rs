@@ -142,6 +142,7 @@ fn the_published_layout_gives_the_reference_ids_logits_and_masks() {
         let got = model.mask_logits(&enc, &ids).unwrap().squeeze(0).unwrap();
         let want = &ex.tensors[&format!("logits.{i}")];
         let diff = common::tensors::max_abs_diff(&got, want);
+        eprintln!("{}: max |Δ logit| = {diff:.2e}", q.text);
         assert!(diff <= 1e-4, "{}: max |Δ logit| = {diff}", q.text);
     }
     let seg = load_segmenter(&Source::Dir(dir), &Device::Cpu, DType::F32).unwrap();

@@ -98,6 +98,7 @@ fn beit3_tensor_matches_torch_bicubic() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
+        eprintln!("{}: max |Δ| = {max:.2e}", b.key);
         assert!(max <= 1e-4, "{}: max |Δ| = {max}", b.key);
     }
 }

@@ -125,6 +125,38 @@ pub fn open_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::io(path, e))
 }
 
+/// Checks that `dir` exists and is a directory.
+pub fn require_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The check a `VarBuilder` backend makes before reading a tensor: present in the header
+/// (`info`), with the shape the graph asks for.
+pub(crate) fn check_header(
+    info: Option<&TensorInfo>,
+    name: &str,
+    shape: &candle_core::Shape,
+    origin: &Path,
+) -> candle_core::Result<()> {
+    let info = info.ok_or_else(|| {
+        candle_core::Error::Msg(format!("missing tensor {name:?} in {}", origin.display()))
+    })?;
+    if info.shape.as_slice() != shape.dims() {
+        return Err(candle_core::Error::Msg(format!(
+            "tensor {name:?}: expected shape {:?}, got {:?}",
+            shape.dims(),
+            info.shape
+        )));
+    }
+    Ok(())
+}
+
 /// `a, b, c, …` for the first few names of a list.
 pub fn first_names<S: AsRef<str>>(names: &[S]) -> String {
     const SHOWN: usize = 5;

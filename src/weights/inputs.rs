@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::error::{Error, Result};
 use crate::weights::checkpoint::{
-    PickleFile, SafetensorsFile, TensorIndex, TensorInfo, TensorStore,
+    check_header, PickleFile, SafetensorsFile, TensorIndex, TensorInfo, TensorStore,
 };
 
 /// Weight files looked for in a directory, in order.
@@ -298,19 +298,7 @@ impl candle_nn::var_builder::SimpleBackend for InputBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let info = self.input.info(name).ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "missing tensor {name:?} in {}",
-                self.input.label().display()
-            ))
-        })?;
-        if info.shape.as_slice() != s.dims() {
-            return Err(candle_core::Error::Msg(format!(
-                "tensor {name:?}: expected shape {:?}, got {:?}",
-                s.dims(),
-                info.shape
-            )));
-        }
+        check_header(self.input.info(name), name, &s, &self.input.label())?;
         self.input
             .load_as(name, dtype, dev)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))

@@ -11,7 +11,9 @@ use candle_core::{DType, Device, Shape, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::weights::checkpoint::{first_names, TensorIndex, TensorInfo, INDEX_FILE, SINGLE_FILE};
+use crate::weights::checkpoint::{
+    check_header, first_names, TensorIndex, TensorInfo, INDEX_FILE, SINGLE_FILE,
+};
 use crate::weights::safetensors::{bad, SafetensorsFile};
 
 /// A set of safetensors files addressed by tensor name: one file, a sharded checkpoint, or
@@ -207,19 +209,7 @@ impl candle_nn::var_builder::SimpleBackend for StoreBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let info = self.store.info(name).ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "missing tensor {name:?} in {}",
-                self.store.origin.display()
-            ))
-        })?;
-        if info.shape.as_slice() != s.dims() {
-            return Err(candle_core::Error::Msg(format!(
-                "tensor {name:?}: expected shape {:?}, got {:?}",
-                s.dims(),
-                info.shape
-            )));
-        }
+        check_header(self.store.info(name), name, &s, &self.store.origin)?;
         self.store
             .load(name, dtype, dev)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))

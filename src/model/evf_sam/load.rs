@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 use super::EvfSam;
 use crate::config::{EvfSamConfig, Limits};
 use crate::error::{Error, Result};
+use crate::weights::checkpoint::require_dir;
 use crate::weights::hub::{fetch_component, fetch_file, fetch_optional_file, HubOptions};
 use crate::weights::inputs::{Input, InputBackend, DIR_CANDIDATES};
 use crate::weights::sentencepiece::{load_xlmr_dir, XlmrTokenizer};
@@ -61,12 +62,7 @@ pub struct Checked {
 
 /// Checks a checkpoint directory without reading a tensor's data.
 pub fn check_dir(dir: &Path) -> Result<Checked> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-    if !meta.is_dir() {
-        return Err(Error::NotADirectory {
-            path: dir.to_path_buf(),
-        });
-    }
+    require_dir(dir)?;
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let what = cfg_path.display().to_string();

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::unires::check::check_checkpoint;
 use crate::model::unires::prompt::PromptBuilder;
 use crate::model::unires::UniRes;
-use crate::weights::checkpoint::{SafetensorsFile, StoreBackend, TensorStore};
+use crate::weights::checkpoint::{require_dir, SafetensorsFile, StoreBackend, TensorStore};
 use crate::weights::hub::{fetch_checkpoint, HubOptions};
 use crate::weights::source::{check_dtype, embedded, Source};
 
@@ -74,12 +74,7 @@ pub struct Checked {
 /// config version and consistency, tokenizer special tokens, safetensors headers (and shard
 /// index), and every tensor's name, shape and dtype against the graph.
 pub fn check_dir(dir: &Path) -> Result<Checked> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-    if !meta.is_dir() {
-        return Err(Error::NotADirectory {
-            path: dir.to_path_buf(),
-        });
-    }
+    require_dir(dir)?;
     let cfg_path = dir.join("config.json");
     let config = UniResConfig::from_file(&cfg_path)?;
     let tok_path = dir.join("tokenizer.json");
