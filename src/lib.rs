@@ -33,7 +33,8 @@
 //! ## Layers
 //! Imports point one way, down this list (see `docs/architecture.md`; a test checks it):
 //! [`error`], [`rng`], [`types`], [`config`] → [`io`], [`weights`], [`ops`], [`proposals`] →
-//! [`model`] → [`pipeline`] → [`synthetic`] → [`eval`], [`train`] → the `unires` binary.
+//! [`model`] → [`pipeline`] → [`synthetic`] → [`eval`], [`train`] → `serve` (feature `serve`)
+//! → the `unires` binary.
 
 pub mod config;
 pub mod error;
@@ -44,6 +45,8 @@ pub mod ops;
 pub mod pipeline;
 pub mod proposals;
 pub mod rng;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod synthetic;
 pub mod train;
 pub mod types;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The crate's top-level modules, lowest layer first. A module may use itself and the
 /// modules before it, never one after it.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "error",
     "rng",
     "types",
@@ -20,6 +20,7 @@ const LAYERS: [&str; 13] = [
     "synthetic",
     "eval",
     "train",
+    "serve",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

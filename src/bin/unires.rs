@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use candle_core::DType;
 use clap::{Parser, Subcommand};
-use unires::io::rle::CocoRle;
 use unires::model::unires::assemble::{assemble, parse_size, AssembleOptions, GlueSource};
 use unires::weights::hub::HubOptions;
 use unires::weights::inputs::{resolve, resolve_tokenizer};
@@ -34,6 +33,110 @@ enum Command {
     Assemble(AssembleArgs),
     /// Score a model (or a prediction file) on a benchmark, or on fresh synthetic scenes.
     Eval(EvalArgs),
+    /// Hold a model and answer requests: JSON lines on stdin/stdout, or HTTP.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+#[cfg(feature = "serve")]
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("transport").required(true).args(["stdio", "listen"])))]
+struct ServeArgs {
+    /// JSON lines: one request per line on stdin, one response per line on stdout.
+    #[arg(long)]
+    stdio: bool,
+    /// HTTP on this address (e.g. 127.0.0.1:8080; port 0 picks one, printed on stderr).
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Compute dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Threads answering requests (they share one model).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Requests waiting for a thread before new ones are answered "busy".
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// Memory for encoded frames, in MiB (0: no cache).
+    #[arg(long, default_value_t = 512)]
+    cache_mb: usize,
+    /// Image paths in requests are resolved under this folder only. Without it, HTTP accepts
+    /// only inline images (image_b64) and stdio takes paths as given.
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// A file holding the bearer token HTTP requests must carry (needed off loopback).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Largest request (body or line), in MiB.
+    #[arg(long, default_value_t = 48)]
+    max_request_mb: usize,
+}
+
+#[cfg(feature = "serve")]
+fn run_serve(a: ServeArgs) -> Result<()> {
+    use std::sync::Arc;
+    use unires::serve::{
+        serve_lines, stop_on_signals, Engine, EngineOptions, HttpOptions, HttpServer, ServeLimits,
+        StdioOptions,
+    };
+    let token = match &a.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Error::Config {
+                    what: p.display().to_string(),
+                    reason: "the token file is empty".into(),
+                });
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    // Bind before loading the model, so that a bad address fails at once.
+    let server = match &a.listen {
+        Some(addr) => Some(HttpServer::bind(HttpOptions {
+            addr: addr.clone(),
+            workers: a.workers,
+            queue: a.queue,
+            token,
+        })?),
+        None => None,
+    };
+    let stop = stop_on_signals()?;
+    let device = parse_device(&a.model.device)?;
+    let model = load_segmenter(&model_source(&a.model), &device, parse_dtype(&a.dtype)?)?;
+    let limits = ServeLimits {
+        max_request_bytes: a.max_request_mb << 20,
+        ..ServeLimits::default()
+    };
+    let engine = Arc::new(Engine::new(
+        model,
+        EngineOptions {
+            cache_bytes: a.cache_mb << 20,
+            image_root: a.image_root.clone(),
+            paths_without_root: server.is_none(),
+            limits,
+        },
+    )?);
+    match server {
+        Some(server) => {
+            eprintln!("unires serve: listening on http://{}", server.addr());
+            server.serve(engine, stop)
+        }
+        None => {
+            let opts = StdioOptions {
+                workers: a.workers,
+                queue: a.queue,
+            };
+            let out = std::io::stdout();
+            let input = std::io::BufReader::new(std::io::stdin());
+            serve_lines(engine, input, out, opts, stop)?;
+            Ok(())
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -298,25 +401,7 @@ fn segment(args: SegmentArgs) -> Result<()> {
         unires::io::mask::save_overlay(&image, &masks, path)?;
     }
     if let Some(path) = &args.json {
-        let instances: Vec<serde_json::Value> = seg
-            .instances
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "bbox": i.bbox.to_xywh(),
-                    "score": i.score,
-                    "rle": CocoRle::from_mask(&i.mask),
-                })
-            })
-            .collect();
-        let v = serde_json::json!({
-            "granularity": seg.granularity.as_str(),
-            "score": seg.score,
-            "empty": seg.is_empty(),
-            "size": [seg.mask.height(), seg.mask.width()],
-            "rle": CocoRle::from_mask(&seg.mask),
-            "instances": instances,
-        });
+        let v = unires::io::result::segmentation_json(&seg);
         write_json(path, &v)?;
     }
     eprintln!(
@@ -455,6 +540,8 @@ fn main() -> ExitCode {
         Command::Segment(a) => segment(a),
         Command::Assemble(a) => run_assemble(a),
         Command::Eval(a) => run_eval(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => run_serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
-//! Reading and writing images, masks (PNG, overlay, COCO RLE) and proposal boxes.
+//! Reading and writing images, masks (PNG, overlay, COCO RLE), proposal boxes and results.
 
 pub mod boxes;
 pub mod image;
 pub mod mask;
+pub mod result;
 pub mod rle;

@@ -90,6 +90,8 @@ pub struct Encoded {
     /// The proposals used (validated, clipped, capped), original coordinates.
     pub proposals: Proposals,
     features: Box<dyn Any + Send + Sync>,
+    /// Approximate memory held by the features (for caches).
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Encoded {
@@ -99,6 +101,7 @@ impl std::fmt::Debug for Encoded {
             .field("width", &self.width)
             .field("height", &self.height)
             .field("proposals", &self.proposals)
+            .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
 }
@@ -117,7 +120,19 @@ impl Encoded {
             height,
             proposals,
             features: Box::new(features),
+            bytes: 0,
         }
+    }
+
+    /// The same, stating the memory its features hold (what a frame cache counts).
+    pub fn with_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Approximate memory held by the features, as the family stated it.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The family that encoded the image.
@@ -136,6 +151,11 @@ impl Encoded {
         }
         self.features.downcast_ref::<T>().ok_or_else(wrong)
     }
+}
+
+/// Bytes held by a tensor's elements.
+pub fn tensor_bytes(t: &candle_core::Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }
 
 /// A referring segmentation model: encode an image once, segment many expressions.

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::io::image::check_size;
 use crate::model::evf_sam::load::{EvfSamModel, SEMANTIC_TOKEN};
 use crate::ops::upsample::{upsample_mask_logits, upsample_masks_and_probs, MaskResize};
-use crate::pipeline::{Encoded, Family, Segmenter};
+use crate::pipeline::{tensor_bytes, Encoded, Family, Segmenter};
 use crate::types::{connected_components, Granularity, Instance, Mask, Proposals, Segmentation};
 
 pub use preprocess::{preprocess_beit3, preprocess_sam, SamInput};
@@ -218,13 +218,15 @@ impl Segmenter for EvfSamModel {
     /// Proposals are not used by EVF-SAM; the encoding keeps none.
     fn encode(&self, image: &RgbImage, _proposals: &Proposals) -> Result<Encoded> {
         let enc = self.encode_image(image)?;
+        let bytes = tensor_bytes(&enc.image_embeddings) + tensor_bytes(&enc.images_evf);
         Ok(Encoded::new(
             Family::EvfSam,
             image.width(),
             image.height(),
             Proposals::default(),
             enc,
-        ))
+        )
+        .with_bytes(bytes))
     }
 
     fn segment_with_threshold(

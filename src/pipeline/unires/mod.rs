@@ -17,7 +17,7 @@ pub use query::{prompt_query, QueryPrompt, QueryRegions, RegionRows};
 use crate::error::Result;
 use crate::model::unires::{HeadInputs, UniRes};
 use crate::ops::upsample::MaskResize;
-use crate::pipeline::{Encoded, Family, Segmenter};
+use crate::pipeline::{tensor_bytes, Encoded, Family, Segmenter};
 use crate::types::{argmax, Granularity, Mask, Proposals, Segmentation};
 
 impl UniRes {
@@ -153,13 +153,25 @@ impl Segmenter for UniRes {
 
     fn encode(&self, image: &RgbImage, proposals: &Proposals) -> Result<Encoded> {
         let enc = UniRes::encode(self, image, proposals)?;
+        let bytes = [
+            &enc.image_tokens,
+            &enc.region_tokens,
+            &enc.region_boxes,
+            &enc.dense,
+            &enc.skips.0,
+            &enc.skips.1,
+        ]
+        .into_iter()
+        .map(tensor_bytes)
+        .sum();
         Ok(Encoded::new(
             Family::UniRes,
             enc.width,
             enc.height,
             enc.proposals.clone(),
             enc,
-        ))
+        )
+        .with_bytes(bytes))
     }
 
     fn segment_with_threshold(
