@@ -150,6 +150,9 @@ fn stdio_limits_line_length_and_answers_busy_when_the_queue_is_full() {
         "a 1-deep queue behind a slow first request must overflow: {r:?}"
     );
     assert_eq!(busy + answered + 1, 12);
+    for (i, v) in r.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(v["id"], json!(i), "busy answers carry the request id too");
+    }
 }
 
 #[test]

@@ -200,11 +200,28 @@ impl Engine {
 
     /// A response for a request refused before it reached the engine (busy, unauthorised).
     pub fn refuse(&self, kind: ErrorKind, message: &str) -> Value {
+        self.refuse_with_id(kind, message, &Value::Null)
+    }
+
+    /// [`Engine::refuse`] for a request whose body is at hand: the answer carries its `id`.
+    pub fn refuse_body(&self, kind: ErrorKind, message: &str, body: &[u8]) -> Value {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            #[serde(default)]
+            id: Value,
+        }
+        let id = serde_json::from_slice::<IdOnly>(body)
+            .map(|r| r.id)
+            .unwrap_or(Value::Null);
+        self.refuse_with_id(kind, message, &id)
+    }
+
+    fn refuse_with_id(&self, kind: ErrorKind, message: &str, id: &Value) -> Value {
         if kind == ErrorKind::Busy {
             self.metrics.busy.fetch_add(1, Ordering::Relaxed);
         }
         self.metrics.record(0.0, false);
-        error_json(&Value::Null, &Failure::new(kind, message))
+        error_json(id, &Failure::new(kind, message))
     }
 
     fn answer(&self, req: &Request, t0: Instant) -> std::result::Result<Value, Failure> {

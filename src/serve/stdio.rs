@@ -203,9 +203,10 @@ fn read_all(
         s.requests += 1;
         match tx.try_send((seq, job)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full((_, job))) => {
                 s.busy += 1;
-                let reply = engine.refuse(ErrorKind::Busy, "the queue is full; retry later");
+                let msg = "the queue is full; retry later";
+                let reply = engine.refuse_body(ErrorKind::Busy, msg, &job);
                 let _ = out.send((seq, reply));
             }
             Err(TrySendError::Disconnected(_)) => break,
