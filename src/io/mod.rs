@@ -1,6 +1,9 @@
-//! Reading and writing images, masks (PNG, overlay, COCO RLE) and proposal boxes.
+//! Reading and writing images, masks (PNG, overlay, COCO RLE) and proposal boxes, and the
+//! bounded reads every caller-given file goes through ([`read`]).
 
 pub mod boxes;
+pub mod config_file;
 pub mod image;
 pub mod mask;
+pub mod read;
 pub mod rle;
