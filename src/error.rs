@@ -26,6 +26,22 @@ pub enum Error {
     #[error("{}: is not a directory", path.display())]
     NotADirectory { path: PathBuf },
 
+    /// A FIFO, device or socket was given where a regular file was expected (refused without
+    /// reading from it).
+    #[error("{}: is a {kind}, expected a regular file", path.display())]
+    NotARegularFile { path: PathBuf, kind: &'static str },
+
+    /// A file or an in-memory input over its documented size cap (checked before it is read
+    /// whole; see `io::read`).
+    #[error("{what}: the {kind} is {} the limit of {max} bytes", size_text(size))]
+    TooLarge {
+        what: String,
+        kind: &'static str,
+        /// The size, when known before reading (`None`: the read passed the cap).
+        size: Option<u64>,
+        max: u64,
+    },
+
     /// Any other I/O failure on a named path.
     #[error("{}: {source}", path.display())]
     Io {
@@ -93,7 +109,9 @@ pub enum Error {
     #[error("unknown granularity {got:?} (expected one of: part, object, multi, auto)")]
     UnknownGranularity { got: String },
 
-    /// A proposal box that cannot be used with this image.
+    /// A proposal box that cannot be used: a coordinate is not finite, or it is inverted
+    /// (`index` counts the objects first, then the parts). Boxes outside the image are
+    /// clipped, not refused (`Proposals::clip_to`).
     #[error("box {index} [{x1}, {y1}, {x2}, {y2}]: {reason} (image is {width}x{height})")]
     BadBox {
         index: usize,
@@ -273,14 +291,17 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
-/// Why a proposal box was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is wrong with a proposal box: an error for `NotFinite` and `Inverted`
+/// ([`Error::BadBox`]); for `OutsideImage` and `Empty`, why clipping to the image dropped the
+/// box (`types::DroppedBox`, not an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BoxProblem {
     /// A coordinate is NaN or infinite.
     NotFinite,
     /// `x2 < x1` or `y2 < y1`.
     Inverted,
-    /// The box lies (partly) outside the image.
+    /// The box lies outside the image (nothing is left after clipping).
     OutsideImage,
     /// The box has zero width or height.
     Empty,
@@ -291,8 +312,8 @@ impl std::fmt::Display for BoxProblem {
         f.write_str(match self {
             BoxProblem::NotFinite => "a coordinate is not a finite number",
             BoxProblem::Inverted => "x2 < x1 or y2 < y1",
-            BoxProblem::OutsideImage => "the box lies outside the image",
-            BoxProblem::Empty => "the box has zero width or height",
+            BoxProblem::OutsideImage => "outside the image",
+            BoxProblem::Empty => "zero width or height",
         })
     }
 }
@@ -404,6 +425,13 @@ impl std::fmt::Display for RoiProblem {
                 write!(f, "needs {samples} bilinear samples; the limit is {max}")
             }
         }
+    }
+}
+
+fn size_text(size: &Option<u64>) -> String {
+    match size {
+        Some(n) => format!("{n} bytes, over"),
+        None => "over".into(),
     }
 }
 

@@ -81,7 +81,9 @@ fn showcase_scenes_answer_as_annotated() {
             .unwrap()
             .to_rgb8();
         let json = dir.join(format!("{name}.json"));
-        let boxes = load_boxes(&json, img.width(), img.height()).unwrap();
+        let (boxes, report) =
+            load_boxes(&json, img.width(), img.height(), &Default::default()).unwrap();
+        assert!(report.is_clean(), "{name}: {report:?}");
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let enc = model.encode(&img, &boxes).unwrap();

@@ -227,3 +227,47 @@ fn competing_selection_is_a_softmax_over_the_regions_of_the_kind() {
         }
     }
 }
+
+/// An image without object proposals (none given, or every box outside the image) is
+/// encoded with the whole image as its one object proposal: the same region tokens and the
+/// same answers as when that box is given. Part proposals stay as they are; boxes reaching
+/// past the border are clipped, not refused.
+#[test]
+fn an_image_without_object_proposals_gets_the_whole_image_as_one() {
+    let m = model(5);
+    let img = image(); // 75 × 52
+    let whole = Proposals::new(vec![BoxXyxy::new(0.0, 0.0, 75.0, 52.0)], vec![]);
+    let given = m.encode(&img, &whole).unwrap();
+    let outside = Proposals::new(
+        vec![BoxXyxy::new(100.0, 0.0, 120.0, 9.0)],
+        vec![BoxXyxy::new(-9.0, -9.0, -1.0, -1.0)],
+    );
+    for (name, p) in [("none", Proposals::default()), ("all outside", outside)] {
+        let enc = m.encode(&img, &p).unwrap();
+        assert_eq!(enc.proposals, whole, "{name}");
+        assert_eq!(
+            max_abs_diff(&enc.region_tokens, &given.region_tokens),
+            0.0,
+            "{name}"
+        );
+        for g in [Granularity::Auto, Granularity::MultiObject] {
+            let a = m
+                .segment_with_threshold(&enc, "the red mug", g, f32::NEG_INFINITY)
+                .unwrap();
+            let b = m
+                .segment_with_threshold(&given, "the red mug", g, f32::NEG_INFINITY)
+                .unwrap();
+            assert_eq!((a.mask, a.score), (b.mask, b.score), "{name} {g}");
+        }
+    }
+    // Parts only: kept, with the whole image added as the object.
+    let parts = Proposals::new(vec![], vec![BoxXyxy::new(5.0, 5.0, 15.0, 20.0)]);
+    let enc = m.encode(&img, &parts).unwrap();
+    assert_eq!(enc.proposals.objects, whole.objects);
+    assert_eq!(enc.proposals.parts, parts.parts);
+    assert_eq!(enc.region_tokens.dims(), &[2, m.config().llm.hidden_size]);
+    // A box poking past the border is clipped to it.
+    let poking = Proposals::new(vec![BoxXyxy::new(-10.0, 40.0, 30.0, 60.0)], vec![]);
+    let enc = m.encode(&img, &poking).unwrap();
+    assert_eq!(enc.proposals.objects, [BoxXyxy::new(0.0, 40.0, 30.0, 52.0)]);
+}

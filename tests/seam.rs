@@ -61,7 +61,8 @@ fn the_seam_gives_what_the_model_gives() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenes");
     let image = unires::io::image::load_image(&root.join("tall.png"), &Default::default()).unwrap();
     let (w, h) = image.dimensions();
-    let boxes = unires::io::boxes::load_boxes(&root.join("tall.json"), w, h).unwrap();
+    let (boxes, _) =
+        unires::io::boxes::load_boxes(&root.join("tall.json"), w, h, &Default::default()).unwrap();
 
     let via_seam = seg.encode(&image, &boxes).unwrap();
     let direct = model.encode(&image, &boxes).unwrap();

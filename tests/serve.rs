@@ -90,10 +90,13 @@ fn stdio_answers_in_order_caches_frames_and_survives_bad_lines() {
         json!({"id": 5, "image": tall, "expression": "", "boxes": boxes["proposals"].clone()})
             .to_string(),
         json!({"id": 6, "image": tall, "expression": "x", "granularity": "sideways"}).to_string(),
+        json!({"id": 7, "image": tall, "expression": "the orange car",
+               "boxes": {"objects": [[-5, -5, 60, 60], [500, 500, 600, 600]]}})
+        .to_string(),
     ];
     let (r, ok) = stdio(&["--workers", "2"], &lines);
     assert!(ok, "exit status");
-    assert_eq!(r.len(), 6);
+    assert_eq!(r.len(), 7);
     let ids: Vec<Value> = r.iter().map(|v| v["id"].clone()).collect();
     assert_eq!(
         ids,
@@ -103,9 +106,14 @@ fn stdio_answers_in_order_caches_frames_and_survives_bad_lines() {
             json!(3),
             json!("four"),
             json!(5),
-            json!(6)
+            json!(6),
+            json!(7)
         ]
     );
+    // Boxes reaching out of the image are clipped, those wholly outside dropped, and said so.
+    assert_eq!(r[6]["ok"], true, "{}", r[6]);
+    assert_eq!(r[6]["boxes"]["clipped"], 1);
+    assert_eq!(r[6]["boxes"]["dropped"].as_array().unwrap().len(), 1);
     assert_eq!(r[0]["ok"], true);
     assert_eq!(r[0]["granularity"], "multi");
     assert_eq!(r[0]["instances"].as_array().unwrap().len(), 2);

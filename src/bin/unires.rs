@@ -1,7 +1,8 @@
 //! The `unires` command-line program.
 //!
 //! Every failure is a typed [`unires::Error`] printed as one line on stderr with exit code 1;
-//! usage errors exit with code 2 (clap's convention).
+//! usage errors exit with code 2 (clap's convention). Inputs that are only suspicious (boxes
+//! clipped or dropped, no object proposals) are `warning:` lines, and the command goes on.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -318,8 +319,10 @@ struct SegmentArgs {
     /// part, object, multi or auto.
     #[arg(long, default_value = "auto")]
     granularity: String,
-    /// Proposal boxes JSON: {"objects": [[x1,y1,x2,y2],...], "parts": [...]}. Without it the
-    /// built-in proposal generator is used.
+    /// Proposal boxes JSON: {"objects": [[x1,y1,x2,y2],...], "parts": [...]}. Boxes reaching
+    /// outside the image are clipped, those left empty dropped (with a warning); without
+    /// object boxes the whole image is the object proposal. Without the option the built-in
+    /// proposal generator is used.
     #[arg(long)]
     boxes: Option<PathBuf>,
     #[command(flatten)]
@@ -365,11 +368,14 @@ fn segment(args: SegmentArgs) -> Result<()> {
     }
     let image = unires::io::image::load_image(&args.image, &limits)?;
     let boxes = match &args.boxes {
-        Some(p) => Some(unires::io::boxes::load_boxes(
-            p,
-            image.width(),
-            image.height(),
-        )?),
+        Some(p) => {
+            let (boxes, report) =
+                unires::io::boxes::load_boxes(p, image.width(), image.height(), &limits)?;
+            if let Some(w) = report.warning() {
+                eprintln!("warning: {}: {w}", p.display());
+            }
+            Some(boxes)
+        }
         None => None,
     };
     let source = model_source(&args.model);
@@ -389,6 +395,9 @@ fn segment(args: SegmentArgs) -> Result<()> {
         None => unires::Proposals::default(),
     };
     let encoded = model.encode(&image, &proposals)?;
+    if proposals.objects.is_empty() && !encoded.proposals.objects.is_empty() {
+        eprintln!("warning: no object proposals; the whole image is the one object proposal");
+    }
     let seg = model.segment(&encoded, &args.expression, granularity)?;
 
     unires::io::mask::save_mask_png(&seg.mask, &args.out)?;

@@ -328,13 +328,24 @@ pub struct PromptConfig {
 
 // ------------------------------------------------------------------------------------- limits
 
-/// Input limits checked before any work is done.
+/// Input limits checked before any work is done (fields missing from `config.json` take the
+/// defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
+    /// Smallest image side (8).
     pub min_side: u32,
+    /// Largest image side (16 384).
     pub max_side: u32,
+    /// Most pixels of an image (64 Mi).
     pub max_pixels: u64,
+    /// Longest referring expression, in characters after trimming (512).
     pub max_expression_chars: usize,
+    /// Largest encoded image, file or in-memory bytes (256 MiB: a 64-Mpixel image as an
+    /// uncompressed 24-bit BMP is 192 MiB), checked before it is read whole.
+    pub max_image_bytes: u64,
+    /// Largest boxes JSON file (16 MiB, some 400 000 boxes), checked before it is read whole.
+    pub max_boxes_bytes: u64,
 }
 
 impl Default for Limits {
@@ -344,6 +355,8 @@ impl Default for Limits {
             max_side: 16384,
             max_pixels: 64 * 1024 * 1024,
             max_expression_chars: 512,
+            max_image_bytes: 256 << 20,
+            max_boxes_bytes: 16 << 20,
         }
     }
 }

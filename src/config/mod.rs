@@ -5,14 +5,15 @@
 //! (HF `CLIPVisionConfig`, `ConvNextConfig`, `LlamaConfig`, `SamMaskDecoderConfig`), so a
 //! reference `config.json` deserialises into them directly; fields unknown to us are ignored
 //! and missing ones take the reference defaults.
+//!
+//! This module reads no files: `UniResConfig::from_file` and `EvfSamConfig::from_file` are in
+//! [`crate::io::config_file`], behind the bounded reads of [`crate::io::read`].
 
 mod components;
 mod evf_sam;
 mod presets;
 mod validate;
 mod wire;
-
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +90,6 @@ impl UniResConfig {
         })?;
         cfg.validate(what)?;
         Ok(cfg)
-    }
-
-    /// Reads and validates a `config.json` file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json_str(&path.display().to_string(), &s)
     }
 
     /// Pretty JSON.

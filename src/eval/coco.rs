@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped_to_string, MAX_DATASET_BYTES};
 use crate::io::rle::{RawCocoRle, Rle};
 use crate::types::Mask;
 
@@ -78,7 +79,7 @@ pub struct Instances {
 impl Instances {
     /// Reads `instances.json`, keeping only the listed images and annotations.
     pub fn read(path: &Path, image_ids: &HashSet<i64>, ann_ids: &HashSet<i64>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_to_string(path, MAX_DATASET_BYTES, "annotation file")?;
         let file: InstancesFile = serde_json::from_str(&text).map_err(|source| Error::Json {
             path: path.to_path_buf(),
             source,

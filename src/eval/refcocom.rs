@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::eval::dataset::{out_of_range, Dataset, DatasetKind, LoadSummary, MetricFamily, Sample};
 use crate::eval::refer::{check_root, dataset_err, image_dir};
+use crate::io::read::{read_capped_to_string, MAX_DATASET_BYTES};
 use crate::types::{Granularity, Mask};
 
 /// The published splits: val, testA and testB, each part-only and object+part.
@@ -121,7 +122,7 @@ pub fn load_refcocom(root: &Path, split: &str) -> Result<RefCocoMDataset> {
     }
     check_root(root)?;
     let split_path = find_split_file(root, split)?;
-    let text = std::fs::read_to_string(&split_path).map_err(|e| Error::io(&split_path, e))?;
+    let text = read_capped_to_string(&split_path, MAX_DATASET_BYTES, "split file")?;
     let raw: Vec<EntryJson> = serde_json::from_str(&text).map_err(|source| Error::Json {
         path: split_path.clone(),
         source,

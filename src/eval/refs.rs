@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_pickle::{DeOptions, HashableValue, Value};
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped, read_capped_to_string, MAX_DATASET_BYTES};
 
 /// The annotation id gRefCOCO uses for "refers to nothing".
 pub const NO_TARGET_ANN_ID: i64 = -1;
@@ -50,7 +51,7 @@ fn dataset_err(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads a refer-toolkit refs pickle (also gRefCOCO's `grefs(unc).p`).
 pub fn read_refs_pickle(path: &Path) -> Result<Vec<RefRecord>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_capped(path, MAX_DATASET_BYTES, "refs pickle")?;
     // Python-2 `str` stays bytes here; the fields are decoded one by one below so that a
     // stray non-UTF-8 byte in one sentence does not make the whole file unreadable.
     let value = serde_pickle::value_from_slice(&bytes, DeOptions::new())
@@ -165,7 +166,7 @@ struct RefJson {
 
 /// Reads gRefCOCO's `grefs(unc).json`.
 pub fn read_refs_json(path: &Path) -> Result<Vec<RefRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_capped_to_string(path, MAX_DATASET_BYTES, "refs file")?;
     let refs: Vec<RefJson> = serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::eval::dataset::{Dataset, Sample};
 use crate::eval::metrics::{Accumulator, Metrics, SampleStats};
+use crate::io::read::{read_capped_to_string, MAX_DATASET_BYTES};
 use crate::io::rle::{CocoRle, RawCocoRle, Rle};
 use crate::types::Mask;
 
@@ -71,7 +72,7 @@ impl Predictions {
     /// missing or null for "no target", and its counts may be compressed or a list.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_to_string(path, MAX_DATASET_BYTES, "prediction file")?;
         Self::from_json_str(&text, path)
     }
 

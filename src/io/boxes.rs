@@ -3,13 +3,20 @@
 //! Format: `{"objects": [[x1, y1, x2, y2], ...], "parts": [[x1, y1, x2, y2], ...]}` in
 //! pixel coordinates of the image; either key may be missing. The same object may also sit
 //! under a top-level `"proposals"` key (as the example scenes' JSON files have it).
+//!
+//! Files are read through [`crate::io::read`] (regular files only, at most
+//! `Limits::max_boxes_bytes`). Boxes reaching outside the image are clipped to it, and those
+//! left empty dropped and reported ([`Proposals::clip_to`]); non-finite and inverted boxes
+//! are errors.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::types::{BoxXyxy, Proposals};
+use crate::io::read::{check_len, read_capped};
+use crate::types::{BoxXyxy, ClipReport, Proposals};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +44,12 @@ pub fn parse_boxes(text: &str, what: &Path) -> Result<Proposals> {
         path: what.to_path_buf(),
         source: e,
     })?;
+    boxes_from_value(value, what)
+}
+
+/// Reads the boxes of an already parsed JSON value (a request's `"boxes"` field, say), in
+/// either shape of the file format (`what` names it in errors).
+pub fn boxes_from_value(value: serde_json::Value, what: &Path) -> Result<Proposals> {
     let parsed = if value.get("proposals").is_some() {
         serde_json::from_value::<Wrapped>(value).map(|w| w.proposals)
     } else {
@@ -52,18 +65,33 @@ pub fn parse_boxes(text: &str, what: &Path) -> Result<Proposals> {
     ))
 }
 
-/// Reads a boxes JSON file and validates every box against a `width × height` image.
-pub fn load_boxes(path: &Path, width: u32, height: u32) -> Result<Proposals> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::IsADirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let p = parse_boxes(&text, path)?;
-    p.validate(width, height)?;
-    Ok(p)
+/// Parses in-memory boxes JSON of at most `limits.max_boxes_bytes` bytes.
+pub fn parse_boxes_bytes(bytes: &[u8], what: &Path, limits: &Limits) -> Result<Proposals> {
+    let name = what.display().to_string();
+    check_len(bytes.len(), limits.max_boxes_bytes, &name, "boxes JSON")?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+        path: what.to_path_buf(),
+        source: e,
+    })?;
+    boxes_from_value(value, what)
+}
+
+/// Reads a boxes JSON file: a regular file of at most `limits.max_boxes_bytes` bytes
+/// (refused before it is read otherwise).
+pub fn read_boxes(path: &Path, limits: &Limits) -> Result<Proposals> {
+    let bytes = read_capped(path, limits.max_boxes_bytes, "boxes JSON")?;
+    parse_boxes_bytes(&bytes, path, limits)
+}
+
+/// Reads a boxes JSON file ([`read_boxes`]) and clips its boxes to a `width × height` image
+/// ([`Proposals::clip_to`]): the boxes to use, and the report of those clipped or dropped.
+pub fn load_boxes(
+    path: &Path,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(Proposals, ClipReport)> {
+    read_boxes(path, limits)?.clip_to(width, height)
 }
 
 /// Writes proposals in the same format.
@@ -89,5 +117,42 @@ mod tests {
         assert_eq!(p.parts.len(), 1);
         assert!(parse_boxes(r#"{"objects": [[1,2,3]]}"#, Path::new("t")).is_err());
         assert!(parse_boxes(r#"{"objets": []}"#, Path::new("t")).is_err());
+    }
+
+    #[test]
+    fn in_memory_boxes_are_capped() {
+        let limits = Limits {
+            max_boxes_bytes: 40,
+            ..Limits::default()
+        };
+        let ok = br#"{"objects": [[1,2,3,4]]}"#;
+        assert_eq!(
+            parse_boxes_bytes(ok, Path::new("r"), &limits)
+                .unwrap()
+                .objects
+                .len(),
+            1
+        );
+        let big = format!(r#"{{"objects": [{}]}}"#, ["[1,2,3,4]"; 5].join(","));
+        assert!(matches!(
+            parse_boxes_bytes(big.as_bytes(), Path::new("r"), &limits),
+            Err(Error::TooLarge {
+                kind: "boxes JSON",
+                max: 40,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn loading_clips_and_reports() {
+        let dir = std::env::temp_dir().join(format!("unires-boxes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("b.json");
+        std::fs::write(&p, r#"{"objects": [[-5, 0, 10, 10], [50, 50, 60, 60]]}"#).unwrap();
+        let (boxes, report) = load_boxes(&p, 20, 20, &Limits::default()).unwrap();
+        assert_eq!(boxes.objects, [BoxXyxy::new(0.0, 0.0, 10.0, 10.0)]);
+        assert_eq!((report.clipped, report.dropped.len()), (1, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

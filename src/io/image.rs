@@ -1,4 +1,6 @@
-//! Image loading with typed errors and size limits (checked before the pixels are decoded).
+//! Image loading with typed errors and size limits: the file's size is checked before it is
+//! read (only regular files are read, see [`crate::io::read`]), and the pixel size before the
+//! pixels are decoded.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -7,6 +9,7 @@ use image::{ImageFormat, ImageReader, RgbImage};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::io::read::{check_len, read_capped};
 
 /// Formats this build decodes.
 pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, BMP";
@@ -37,8 +40,11 @@ pub fn check_size(width: u32, height: u32, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-/// Decodes an in-memory image (`what` names it in errors).
+/// Decodes an in-memory image (`what` names it in errors): at most `limits.max_image_bytes`
+/// bytes, in a supported format, within the pixel limits (checked from the header, before
+/// decoding).
 pub fn decode_image(bytes: &[u8], what: &str, limits: &Limits) -> Result<RgbImage> {
+    check_len(bytes.len(), limits.max_image_bytes, what, "image")?;
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::BadImage {
@@ -73,14 +79,9 @@ pub fn decode_image(bytes: &[u8], what: &str, limits: &Limits) -> Result<RgbImag
     Ok(img.to_rgb8())
 }
 
-/// Reads and decodes an image file as RGB, enforcing `limits`.
+/// Reads and decodes an image file as RGB, enforcing `limits`: a file that is not a regular
+/// file, or is larger than `limits.max_image_bytes`, is refused before it is read.
 pub fn load_image(path: &Path, limits: &Limits) -> Result<RgbImage> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::IsADirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_capped(path, limits.max_image_bytes, "image")?;
     decode_image(&bytes, &path.display().to_string(), limits)
 }

@@ -16,8 +16,9 @@ use super::cache::{FrameCache, FrameKey};
 use super::protocol::{error_json, parse_request, ErrorKind, Failure, ImageRef, Request};
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::io::boxes::parse_boxes;
+use crate::io::boxes::boxes_from_value;
 use crate::io::image::decode_image;
+use crate::io::read::read_capped;
 use crate::io::result::segmentation_json;
 use crate::pipeline::{Encoded, Segmenter};
 use crate::proposals::SelectiveSearch;
@@ -230,17 +231,19 @@ impl Engine {
         let t_read = ms(t0);
         let t = Instant::now();
         let image = decode_image(&bytes, "the request's image", &self.opts.limits.image)?;
+        let mut clip_report = None;
         let boxes = match &req.boxes {
             Some(v) => {
-                let p = parse_boxes(&v.to_string(), Path::new("the request's boxes"))?;
-                p.validate(image.width(), image.height())?;
-                let n = p.objects.len() + p.parts.len();
+                let given = boxes_from_value(v.clone(), Path::new("the request's boxes"))?;
+                let n = given.objects.len() + given.parts.len();
                 if n > self.opts.limits.max_boxes {
                     return Err(Failure::new(
                         ErrorKind::TooLarge,
                         format!("{n} boxes (limit {})", self.opts.limits.max_boxes),
                     ));
                 }
+                let (p, report) = given.clip_to(image.width(), image.height())?;
+                clip_report = Some(report);
                 Some(p)
             }
             None => None,
@@ -274,6 +277,10 @@ impl Engine {
         let mut v = segmentation_json(&seg);
         if let Value::Object(m) = &mut v {
             m.insert("cached".into(), Value::Bool(hit));
+            if let Some(r) = clip_report.filter(|r| !r.is_clean()) {
+                let r = serde_json::to_value(&r).unwrap_or(Value::Null);
+                m.insert("boxes".into(), r);
+            }
             m.insert(
                 "timing_ms".into(),
                 json!({"read": t_read, "decode_encode": t_encode, "segment": ms(t), "total": ms(t0)}),
@@ -299,7 +306,7 @@ impl Engine {
             }
             ImageRef::Path(p) => {
                 let path = self.resolve(p)?;
-                read_capped(&path, max)
+                read_capped(&path, max as u64, "image").map_err(Failure::from)
             }
         }
     }
@@ -343,36 +350,6 @@ impl Engine {
         }
         Ok(canon)
     }
-}
-
-/// Reads a regular file of at most `max` bytes (never a device, a FIFO or a directory).
-fn read_capped(path: &Path, max: usize) -> std::result::Result<Vec<u8>, Failure> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| Failure::from(Error::io(path, e)))?;
-    if !meta.is_file() {
-        return Err(Failure::new(
-            ErrorKind::BadRequest,
-            format!("{}: not a regular file", path.display()),
-        ));
-    }
-    if meta.len() > max as u64 {
-        return Err(Failure::new(
-            ErrorKind::TooLarge,
-            format!("{}: {} bytes (limit {max})", path.display(), meta.len()),
-        ));
-    }
-    let f = std::fs::File::open(path).map_err(|e| Failure::from(Error::io(path, e)))?;
-    let mut out = Vec::new();
-    f.take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Failure::from(Error::io(path, e)))?;
-    if out.len() > max {
-        return Err(Failure::new(
-            ErrorKind::TooLarge,
-            format!("{}: over {max} bytes", path.display()),
-        ));
-    }
-    Ok(out)
 }
 
 /// The cache key of an image and the proposals it is encoded with.

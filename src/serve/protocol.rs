@@ -91,6 +91,8 @@ impl ErrorKind {
             | Error::BadBox { .. }
             | Error::TooManyProposals { .. } => ErrorKind::BadRequest,
             Error::FileNotFound { .. } => ErrorKind::NotFound,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::NotARegularFile { .. } => ErrorKind::BadRequest,
             Error::IsADirectory { .. } | Error::NotADirectory { .. } | Error::Io { .. } => {
                 ErrorKind::BadRequest
             }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::DType;
 
 use crate::error::{Error, Result};
+use crate::io::read::open_regular;
 
 /// A header larger than this is treated as corrupt (real headers are a few MB at most).
 pub const MAX_HEADER_BYTES: u64 = 100 << 20;
@@ -114,15 +115,11 @@ pub trait TensorIndex {
 
 // ------------------------------------------------------------------------------ safetensors
 
-/// Opens a file for reading, with the typed errors for "missing" and "is a directory".
+/// Opens a checkpoint file for reading, with the typed errors for "missing", "is a
+/// directory" and "not a regular file" ([`open_regular`]: a FIFO or device is refused
+/// before anything is mapped or read).
 pub fn open_file(path: &Path) -> Result<File> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::IsADirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    File::open(path).map_err(|e| Error::io(path, e))
+    Ok(open_regular(path)?.0)
 }
 
 /// Checks that `dir` exists and is a directory.

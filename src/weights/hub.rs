@@ -9,6 +9,7 @@ use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped_to_string, MAX_CONFIG_BYTES};
 use crate::weights::checkpoint::{INDEX_FILE, SINGLE_FILE};
 
 /// Where and how to reach the hub.
@@ -116,10 +117,14 @@ fn cached_snapshot(cache: &Path, repo: &str, revision: &str) -> Option<PathBuf> 
     let commit = if is_commit {
         revision.to_string()
     } else {
-        std::fs::read_to_string(root.join("refs").join(revision))
-            .ok()?
-            .trim()
-            .to_string()
+        read_capped_to_string(
+            &root.join("refs").join(revision),
+            MAX_CONFIG_BYTES,
+            "hub ref",
+        )
+        .ok()?
+        .trim()
+        .to_string()
     };
     let snap = root.join("snapshots").join(commit);
     snap.is_dir().then_some(snap)
@@ -148,7 +153,7 @@ fn shards_of(index: &Path) -> Result<Vec<String>> {
     struct Idx {
         weight_map: std::collections::BTreeMap<String, String>,
     }
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = read_capped_to_string(index, MAX_CONFIG_BYTES, "shard index")?;
     let idx: Idx = serde_json::from_str(&text).map_err(|e| Error::Json {
         path: index.to_path_buf(),
         source: e,

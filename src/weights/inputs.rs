@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Shape, Tensor};
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped_to_string, MAX_CONFIG_BYTES};
 use crate::weights::checkpoint::{
     check_header, PickleFile, SafetensorsFile, TensorIndex, TensorInfo, TensorStore,
 };
@@ -82,7 +83,7 @@ fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let name = ext(path);
     if name.ends_with(".index.json") {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_to_string(path, MAX_CONFIG_BYTES, "shard index")?;
         let idx: ShardIndex = serde_json::from_str(&text).map_err(|e| Error::Json {
             path: path.to_path_buf(),
             source: e,
@@ -140,7 +141,7 @@ impl Input {
             })
             .find(|p| p.is_file())
             .map(|p| -> Result<(PathBuf, serde_json::Value)> {
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                let text = read_capped_to_string(&p, MAX_CONFIG_BYTES, "config")?;
                 let v = serde_json::from_str(&text).map_err(|e| Error::Json {
                     path: p.clone(),
                     source: e,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped, MAX_CONFIG_BYTES};
 use crate::weights::hub::{fetch_file, HubOptions};
 
 /// A checkpoint location.
@@ -152,12 +153,12 @@ pub fn read_config(source: &Source, hub: &HubOptions) -> Result<(String, String)
                 return Err(Error::NotADirectory { path: dir.clone() });
             }
             let p = dir.join("config.json");
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let bytes = read_capped(&p, MAX_CONFIG_BYTES, "config")?;
             (p.display().to_string(), bytes)
         }
         Source::Hub { repo, revision } => {
             let p = fetch_file(repo, revision, "config.json", hub)?;
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let bytes = read_capped(&p, MAX_CONFIG_BYTES, "config")?;
             (p.display().to_string(), bytes)
         }
     };

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped_to_string, MAX_CONFIG_BYTES};
 use crate::weights::checkpoint::{
     check_header, first_names, TensorIndex, TensorInfo, INDEX_FILE, SINGLE_FILE,
 };
@@ -60,7 +61,7 @@ impl TensorStore {
     /// A sharded checkpoint from its `*.safetensors.index.json`. Every shard must exist, and
     /// the index and the shards' headers must agree tensor for tensor.
     pub fn open_index(index: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let text = read_capped_to_string(index, MAX_CONFIG_BYTES, "shard index")?;
         let idx: ShardIndex = serde_json::from_str(&text).map_err(|e| Error::Json {
             path: index.to_path_buf(),
             source: e,

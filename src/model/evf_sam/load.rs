@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 use super::EvfSam;
 use crate::config::{EvfSamConfig, Limits};
 use crate::error::{Error, Result};
+use crate::io::config_file::read_config_text;
 use crate::weights::checkpoint::require_dir;
 use crate::weights::hub::{fetch_component, fetch_file, fetch_optional_file, HubOptions};
 use crate::weights::inputs::{Input, InputBackend, DIR_CANDIDATES};
@@ -64,7 +65,7 @@ pub struct Checked {
 pub fn check_dir(dir: &Path) -> Result<Checked> {
     require_dir(dir)?;
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let text = read_config_text(&cfg_path)?;
     let what = cfg_path.display().to_string();
     let config = EvfSamConfig::from_json_str(&what, &text)?;
     let tokenizer = load_xlmr_dir(dir)?;

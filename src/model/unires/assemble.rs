@@ -21,6 +21,7 @@ use super::assemble_plan::{
 };
 use crate::config::UniResConfig;
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped, MAX_TOKENIZER_BYTES};
 use crate::model::init::SeededVarMap;
 use crate::model::unires::check::{check_checkpoint, requested_tensors};
 use crate::model::unires::load::check_dir;
@@ -381,11 +382,10 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
     adopt_configs(&mut cfg, &inputs, &mut reports, &plan)?;
 
     // Tokenizer: add the special tokens, grow the embedding rows to cover them.
-    std::fs::metadata(&opts.tokenizer).map_err(|e| Error::io(&opts.tokenizer, e))?;
-    let mut tok =
-        tokenizers::Tokenizer::from_file(&opts.tokenizer).map_err(|e| Error::Tokenizer {
-            reason: format!("{}: {e}", opts.tokenizer.display()),
-        })?;
+    let tok_bytes = read_capped(&opts.tokenizer, MAX_TOKENIZER_BYTES, "tokenizer")?;
+    let mut tok = tokenizers::Tokenizer::from_bytes(&tok_bytes).map_err(|e| Error::Tokenizer {
+        reason: format!("{}: {e}", opts.tokenizer.display()),
+    })?;
     report.added_tokens = extend_tokenizer(&mut tok, &cfg)?;
     let rows = plan
         .info("llm.model.embed_tokens.weight")

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::UniResConfig;
 use crate::error::{Error, Result};
+use crate::io::read::{read_capped, MAX_TOKENIZER_BYTES};
 use crate::model::unires::check::check_checkpoint;
 use crate::model::unires::prompt::PromptBuilder;
 use crate::model::unires::UniRes;
@@ -78,7 +79,7 @@ pub fn check_dir(dir: &Path) -> Result<Checked> {
     let cfg_path = dir.join("config.json");
     let config = UniResConfig::from_file(&cfg_path)?;
     let tok_path = dir.join("tokenizer.json");
-    let tok = std::fs::read(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
+    let tok = read_capped(&tok_path, MAX_TOKENIZER_BYTES, "tokenizer")?;
     let prompt = prompt_for(&config, &tok).map_err(|e| match e {
         Error::Tokenizer { reason } => Error::Tokenizer {
             reason: format!("{}: {reason}", tok_path.display()),

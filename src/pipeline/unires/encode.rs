@@ -20,8 +20,9 @@ pub struct EncodedImage {
     pub height: u32,
     /// High-res input geometry (resize and padding).
     pub geometry: HiresGeometry,
-    /// The proposals used (validated, clipped to the image and capped at the model's
-    /// maxima), original coordinates.
+    /// The proposals used (validated, clipped to the image, capped at the model's maxima,
+    /// the whole image as the object proposal when there was none: see [`cap_proposals`]),
+    /// original coordinates.
     pub proposals: Proposals,
     /// `(N, H)` projected image tokens.
     pub image_tokens: Tensor,
@@ -35,28 +36,39 @@ pub struct EncodedImage {
     pub skips: (Tensor, Tensor),
 }
 
-/// Validates proposals against a `width × height` image, clips them to it and keeps at most
-/// the configured number of each kind.
+/// Clips proposals to a `width × height` image, keeps at most the configured number of each
+/// kind, and makes sure there is an object proposal.
+///
+/// * Non-finite and inverted boxes are errors ([`Error::BadBox`]); boxes reaching outside the
+///   image are cut to it, and those left empty dropped ([`Proposals::clip_to`]; call it first
+///   to see the report).
+/// * **No object proposals** (none given, or all dropped): the whole image becomes the one
+///   object proposal ([`whole_image_box`]). The model was trained with at least one object
+///   proposal per image (the simulated detector always adds a false box), and without region
+///   tokens its target score loses the best-region term it was trained with; the built-in
+///   generator answers an image it cannot segment the same way. Part proposals are used as
+///   given, also when there are none.
 pub fn cap_proposals(
     cfg: &UniResConfig,
     p: &Proposals,
     width: u32,
     height: u32,
 ) -> Result<Proposals> {
-    p.validate(width, height)?;
+    let (clipped, _report) = p.clip_to(width, height)?;
     let r = &cfg.region;
-    let clip = |b: &BoxXyxy| {
-        BoxXyxy::new(
-            b.x1.clamp(0.0, width as f32),
-            b.y1.clamp(0.0, height as f32),
-            b.x2.clamp(0.0, width as f32),
-            b.y2.clamp(0.0, height as f32),
-        )
-    };
+    let mut objects: Vec<BoxXyxy> = clipped.objects.into_iter().take(r.max_objects).collect();
+    if objects.is_empty() {
+        objects.push(whole_image_box(width, height));
+    }
     Ok(Proposals::new(
-        p.objects.iter().take(r.max_objects).map(clip).collect(),
-        p.parts.iter().take(r.max_parts).map(clip).collect(),
+        objects,
+        clipped.parts.into_iter().take(r.max_parts).collect(),
     ))
+}
+
+/// The object proposal used when an image has none: `[0, 0, width, height]`.
+pub fn whole_image_box(width: u32, height: u32) -> BoxXyxy {
+    BoxXyxy::new(0.0, 0.0, width as f32, height as f32)
 }
 
 /// The ROI rows of a batch: for each region of each image, `[batch index, x1, y1, x2, y2]`

@@ -11,7 +11,9 @@ pub mod query;
 use candle_core::{DType, IndexOp};
 use image::RgbImage;
 
-pub use encode::{cap_proposals, encode, encode_batch, EncodedBatch, EncodedImage, RegionLayout};
+pub use encode::{
+    cap_proposals, encode, encode_batch, whole_image_box, EncodedBatch, EncodedImage, RegionLayout,
+};
 pub use query::{prompt_query, QueryPrompt, QueryRegions, RegionRows};
 
 use crate::error::Result;

@@ -29,6 +29,7 @@ use tokenizers::{AddedToken, Model, Tokenizer};
 
 use super::{ModelType, PieceKind, SpmModel, SpmNormalizer};
 use crate::error::{Error, Result, SpmProblem};
+use crate::io::read::{read_capped, read_capped_to_string, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES};
 
 /// The model file of an XLM-R style tokenizer directory.
 pub const MODEL_FILE: &str = "sentencepiece.bpe.model";
@@ -72,11 +73,11 @@ pub fn load_xlmr_dir(dir: &Path) -> Result<XlmrTokenizer> {
         });
     }
     let model_path = dir.join(MODEL_FILE);
-    let bytes = std::fs::read(&model_path).map_err(|e| Error::io(&model_path, e))?;
+    let bytes = read_capped(&model_path, MAX_TOKENIZER_BYTES, "sentencepiece model")?;
     let added_path = dir.join(ADDED_TOKENS_FILE);
     let mut added = Vec::new();
     if added_path.exists() {
-        let text = std::fs::read_to_string(&added_path).map_err(|e| Error::io(&added_path, e))?;
+        let text = read_capped_to_string(&added_path, MAX_CONFIG_BYTES, "added tokens")?;
         let map: std::collections::BTreeMap<String, u32> =
             serde_json::from_str(&text).map_err(|source| Error::Json {
                 path: added_path.clone(),
