@@ -132,7 +132,7 @@ fn main() -> Res<()> {
     let status = child.wait()?;
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{n} requests in {secs:.1} s ({:.1} ms each), {failures} unexpected answers, {hits} cache hits, exit {status}",
+        "{n} requests in {secs:.1} s ({:.1} ms each), {failures} unexpected answers, {hits} cache hits, server {status}",
         secs * 1e3 / n as f64
     );
     match (rss_warm, rss_end) {
