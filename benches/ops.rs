@@ -1,15 +1,21 @@
-//! CPU benchmark of the custom ops, side by side with the plain candle compositions and
-//! (optionally) PyTorch eager on the same shapes. Prints one table; BENCHMARKS.md records it.
+//! Benchmark of the custom ops, side by side with the plain candle compositions and
+//! (optionally) PyTorch on the same shapes and device. Prints one table; BENCHMARKS.md
+//! records it.
 //!
 //! ```text
-//! cargo bench --bench ops                        # unires and candle only
+//! cargo bench --bench ops                        # unires and candle only, on the CPU
 //! UNIRES_BENCH_PYTHON=/path/to/python cargo bench --bench ops   # + tools/bench_torch.py
 //! cargo bench --bench ops -- attention           # rows whose name contains "attention"
+//! UNIRES_DEVICE=cuda cargo bench --features cuda --bench ops    # on a GPU (PyTorch too)
 //! ```
 //!
 //! Timing: one warm-up call, then calls until 2 s have passed (3 to 30 calls); the fastest.
 //! The machine this runs on is shared, so the minimum (the least disturbed call) is the
-//! figure that repeats; tools/bench_torch.py times PyTorch the same way.
+//! figure that repeats; tools/bench_torch.py times PyTorch the same way. On a GPU every call
+//! ends with a device synchronisation, so a time covers the kernels, not just their launch.
+//!
+//! `UNIRES_DEVICE`: `cpu` (default), `cuda[:N]` or `metal`. `UNIRES_BENCH_SCRIPT`: another
+//! copy of tools/bench_torch.py (the path compiled in is this checkout's).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -21,25 +27,11 @@ use unires::ops::roi_align::{roi_align, roi_align_backward, RoiAlign};
 use unires::ops::upsample::{
     upsample_masks, upsample_masks_and_probs, upsample_masks_plain, MaskResize,
 };
+use unires::weights::parse_device;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Fastest call of `f`, in milliseconds.
-fn timed(mut f: impl FnMut() -> Res<()>) -> Res<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    let mut calls = 0;
-    let start = Instant::now();
-    while calls < 3 || (start.elapsed().as_secs_f64() < 2.0 && calls < 30) {
-        let t = Instant::now();
-        f()?;
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        calls += 1;
-    }
-    Ok(best)
-}
-
-/// Seeded normal-ish values (sum of uniforms), so every run times the same data.
+/// Seeded normal-ish values (sum of uniforms), so every run times the same data; on the CPU.
 fn randn(shape: &[usize], seed: u64) -> Res<Tensor> {
     let n: usize = shape.iter().product();
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -58,9 +50,33 @@ fn randn(shape: &[usize], seed: u64) -> Res<Tensor> {
 struct Table {
     filter: Option<String>,
     torch: HashMap<String, f64>,
+    /// Where the ops run.
+    dev: Device,
 }
 
 impl Table {
+    /// Fastest call of `f`, in milliseconds (each call synchronises the device).
+    fn timed(&self, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+        f()?;
+        self.dev.synchronize()?;
+        let mut best = f64::INFINITY;
+        let mut calls = 0;
+        let start = Instant::now();
+        while calls < 3 || (start.elapsed().as_secs_f64() < 2.0 && calls < 30) {
+            let t = Instant::now();
+            f()?;
+            self.dev.synchronize()?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            calls += 1;
+        }
+        Ok(best)
+    }
+
+    /// [`randn`] on the benchmark's device.
+    fn randn(&self, shape: &[usize], seed: u64) -> Res<Tensor> {
+        Ok(randn(shape, seed)?.to_device(&self.dev)?)
+    }
+
     fn wants(&self, key: &str) -> bool {
         self.filter
             .as_ref()
@@ -102,9 +118,9 @@ fn attention_rows(t: &Table) -> Res<()> {
             continue;
         }
         let (q, k, v) = (
-            randn(&[1, h, s, d], 1)?,
-            randn(&[1, h, s, d], 2)?,
-            randn(&[1, h, s, d], 3)?,
+            t.randn(&[1, h, s, d], 1)?,
+            t.randn(&[1, h, s, d], 2)?,
+            t.randn(&[1, h, s, d], 3)?,
         );
         let mask = if causal {
             AttnMask::Causal
@@ -112,11 +128,11 @@ fn attention_rows(t: &Table) -> Res<()> {
             AttnMask::None
         };
         let scale = 1.0 / (d as f64).sqrt();
-        let fused = timed(|| {
+        let fused = t.timed(|| {
             attention_fused(&q, &k, &v, mask, scale)?;
             Ok(())
         })?;
-        let plain = timed(|| {
+        let plain = t.timed(|| {
             attention_plain(&q, &k, &v, mask, scale)?;
             Ok(())
         })?;
@@ -152,9 +168,9 @@ fn dispatch_rows(t: &Table) -> Res<()> {
             continue;
         }
         let (q, k, v) = (
-            randn(&[1, h, sq, d], 1)?,
-            randn(&[1, hkv, sk, d], 2)?,
-            randn(&[1, hkv, sk, d], 3)?,
+            t.randn(&[1, h, sq, d], 1)?,
+            t.randn(&[1, hkv, sk, d], 2)?,
+            t.randn(&[1, hkv, sk, d], 3)?,
         );
         let mask = if causal {
             AttnMask::Causal
@@ -162,11 +178,11 @@ fn dispatch_rows(t: &Table) -> Res<()> {
             AttnMask::None
         };
         let scale = 1.0 / (d as f64).sqrt();
-        let fused = timed(|| {
+        let fused = t.timed(|| {
             attention_fused(&q, &k, &v, mask, scale)?;
             Ok(())
         })?;
-        let plain = timed(|| {
+        let plain = t.timed(|| {
             attention_plain(&q, &k, &v, mask, scale)?;
             Ok(())
         })?;
@@ -182,21 +198,21 @@ fn upsample_rows(t: &Table) -> Res<()> {
             if !t.wants(&key) {
                 continue;
             }
-            let x = randn(&[n, 256, 256], 4)?;
+            let x = t.randn(&[n, 256, 256], 4)?;
             let r = MaskResize {
                 padded: (1024, 1024),
                 valid,
                 orig,
             };
-            let both = timed(|| {
+            let both = t.timed(|| {
                 upsample_masks_and_probs(&x, &r)?;
                 Ok(())
             })?;
-            let masks = timed(|| {
+            let masks = t.timed(|| {
                 upsample_masks(&x, &r)?;
                 Ok(())
             })?;
-            let plain = timed(|| {
+            let plain = t.timed(|| {
                 upsample_masks_plain(&x, &r)?;
                 Ok(())
             })?;
@@ -216,7 +232,7 @@ fn roi_rows(t: &Table) -> Res<()> {
     if !t.wants(key) {
         return Ok(());
     }
-    let feats = randn(&[1, 1536, 48, 48], 5)?;
+    let feats = t.randn(&[1, 1536, 48, 48], 5)?;
     let mut rois = Vec::new();
     let mut s = 7u64;
     let mut next = || {
@@ -230,11 +246,11 @@ fn roi_rows(t: &Table) -> Res<()> {
         let (w, h) = (next() * 160.0 + 8.0, next() * 160.0 + 8.0);
         rois.extend([0.0, x, y, x + w, y + h]);
     }
-    let rois = Tensor::from_vec(rois, (48, 5), &Device::Cpu)?;
+    let rois = Tensor::from_vec(rois, (48, 5), &Device::Cpu)?.to_device(&t.dev)?;
     let p = RoiAlign::new((7, 7))
         .with_spatial_scale(1.0 / 16.0)
         .with_sampling_ratio(2);
-    let fwd = timed(|| {
+    let fwd = t.timed(|| {
         roi_align(&feats, &rois, &p)?;
         Ok(())
     })?;
@@ -244,9 +260,9 @@ fn roi_rows(t: &Table) -> Res<()> {
         &[],
         &[("torchvision", format!("{key} fwd"))],
     );
-    let go = randn(&[48, 1536, 7, 7], 6)?;
+    let go = t.randn(&[48, 1536, 7, 7], 6)?;
     let dims = feats.dims4()?;
-    let bwd = timed(|| {
+    let bwd = t.timed(|| {
         roi_align_backward(&go, &rois, &p, dims)?;
         Ok(())
     })?;
@@ -265,19 +281,19 @@ fn dwconv_rows(t: &Table) -> Res<()> {
         if !t.wants(&key) {
             continue;
         }
-        let x = randn(&[1, c, s, s], 8)?;
-        let w = randn(&[c, 1, 7, 7], 9)?;
-        let b = randn(&[c], 10)?;
-        let ours = timed(|| {
+        let x = t.randn(&[1, c, s, s], 8)?;
+        let w = t.randn(&[c, 1, 7, 7], 9)?;
+        let b = t.randn(&[c], 10)?;
+        let ours = t.timed(|| {
             depthwise_conv2d(&x, &w, Some(&b), 3)?;
             Ok(())
         })?;
-        let grouped = timed(|| {
+        let grouped = t.timed(|| {
             x.conv2d(&w, 3, 1, 1, c)?
                 .broadcast_add(&b.reshape((1, c, 1, 1))?)?;
             Ok(())
         })?;
-        let shifted = timed(|| {
+        let shifted = t.timed(|| {
             depthwise_conv2d_shifted(&x, &w, Some(&b), 3)?;
             Ok(())
         })?;
@@ -290,8 +306,8 @@ fn dwconv_rows(t: &Table) -> Res<()> {
             ],
             &[("eager", format!("{key} fwd"))],
         );
-        let go = randn(&[1, c, s, s], 11)?;
-        let bwd = timed(|| {
+        let go = t.randn(&[1, c, s, s], 11)?;
+        let bwd = t.timed(|| {
             depthwise_conv2d_backward(&x, &w, &go, 3)?;
             Ok(())
         })?;
@@ -309,12 +325,12 @@ fn dwconv_rows(t: &Table) -> Res<()> {
             Var::from_tensor(&b)?,
         );
         let loss = (depthwise_conv2d(&xv, &wv, Some(&bv), 3)? * &go)?.sum_all()?;
-        let autograd = timed(|| {
+        let autograd = t.timed(|| {
             loss.backward()?;
             Ok(())
         })?;
         let loss_ref = (depthwise_conv2d_shifted(&xv, &wv, Some(&bv), 3)? * &go)?.sum_all()?;
-        let autograd_ref = timed(|| {
+        let autograd_ref = t.timed(|| {
             loss_ref.backward()?;
             Ok(())
         })?;
@@ -328,13 +344,24 @@ fn dwconv_rows(t: &Table) -> Res<()> {
     Ok(())
 }
 
-/// Runs tools/bench_torch.py with the interpreter named by `UNIRES_BENCH_PYTHON`.
-fn torch_times() -> Res<HashMap<String, f64>> {
+/// Runs tools/bench_torch.py with the interpreter named by `UNIRES_BENCH_PYTHON`, on the
+/// same kind of device (`--device cuda` for CUDA, `--device mps` for Metal).
+fn torch_times(dev: &Device) -> Res<HashMap<String, f64>> {
     let Ok(python) = std::env::var("UNIRES_BENCH_PYTHON") else {
         return Ok(HashMap::new());
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py");
-    let out = std::process::Command::new(python).arg(script).output()?;
+    let script = std::env::var("UNIRES_BENCH_SCRIPT").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_torch.py").to_string()
+    });
+    let device = match dev.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { .. } => "mps".to_string(),
+    };
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--device", &device])
+        .output()?;
     if !out.status.success() {
         return Err(format!(
             "bench_torch.py failed: {}",
@@ -344,7 +371,10 @@ fn torch_times() -> Res<HashMap<String, f64>> {
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     if let Some(version) = v.get("_torch") {
-        println!("PyTorch {version}, {} threads", v["_threads"]);
+        println!(
+            "PyTorch {version} on {}, {} threads",
+            v["_device"], v["_threads"]
+        );
     }
     Ok(v.as_object()
         .map(|o| {
@@ -357,15 +387,18 @@ fn torch_times() -> Res<HashMap<String, f64>> {
 
 fn main() -> Res<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let dev = parse_device(&std::env::var("UNIRES_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "threads: {}, load before: {}",
+        "device: {:?}, threads: {}, load before: {}",
+        dev.location(),
         rayon::current_num_threads(),
         load.trim()
     );
     let t = Table {
         filter,
-        torch: torch_times()?,
+        torch: torch_times(&dev)?,
+        dev,
     };
     println!("| case | unires ms | others ms (their time / ours) |");
     println!("|---|---|---|");

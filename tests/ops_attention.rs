@@ -1,11 +1,15 @@
 //! Fused attention vs the plain matmul + softmax composition on seeded inputs: every mask
 //! variant, GQA, batch > 1, odd sizes, sequences that are not multiples of the block sizes,
 //! `Sq < Sk` (KV cache) and `Sq > Sk`, in f32, f16 and bf16.
+//!
+//! On the device `UNIRES_DEVICE` names (default the CPU), with the same tolerances. The GPU
+//! kernels take no additive mask: there those cases check that `attention_fused` refuses it
+//! and that `attention` falls back to the plain composition.
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
-use common::tensors::{max_abs_diff, tensor_scaled, values};
+use candle_core::{DType, Tensor, Var};
+use common::tensors::{dev_tensor_scaled as tensor_scaled, max_abs_diff, on_device, values};
 use unires::ops::attention::{attention, attention_fused, attention_plain, AttnMask};
 
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +47,9 @@ fn mask_tensor(c: &Case) -> Option<Tensor> {
                     }
                 }
             }
-            Some(Tensor::from_vec(v, (c.b, 1, c.sq, c.sk), &Device::Cpu).unwrap())
+            Some(on_device(
+                &Tensor::from_vec(v, (c.b, 1, c.sq, c.sk), &candle_core::Device::Cpu).unwrap(),
+            ))
         }
         Mask::KeyBias => Some(tensor_scaled(&[c.sk], 7, 2.0)),
         Mask::Leading => {
@@ -53,7 +59,9 @@ fn mask_tensor(c: &Case) -> Option<Tensor> {
                     *x = f32::NEG_INFINITY;
                 }
             }
-            Some(Tensor::from_vec(v, (c.sq, c.sk), &Device::Cpu).unwrap())
+            Some(on_device(
+                &Tensor::from_vec(v, (c.sq, c.sk), &candle_core::Device::Cpu).unwrap(),
+            ))
         }
     }
 }
@@ -81,6 +89,19 @@ fn run(c: &Case, dtype: DType, tol_vs_f32: f32) {
         k.to_dtype(dtype).unwrap(),
         v.to_dtype(dtype).unwrap(),
     );
+    if !q.device().is_cpu() && matches!(mask, AttnMask::Additive(_)) {
+        // The GPU kernels take no additive mask: refused by the fused op, and the dispatcher
+        // takes the plain composition.
+        assert!(attention_fused(&qd, &kd, &vd, mask, scale).is_err());
+        let got = attention(&qd, &kd, &vd, mask, scale).unwrap();
+        let want = attention_plain(&qd, &kd, &vd, mask, scale).unwrap();
+        assert_eq!(max_abs_diff(&got, &want), 0.0);
+        eprintln!(
+            "b{} h{}/{} sq{} sk{} {:?} {dtype:?}: additive mask on a GPU: fused op refuses it, attention() runs plain",
+            c.b, c.h, c.hkv, c.sq, c.sk, c.mask
+        );
+        return;
+    }
     let fused = attention_fused(&qd, &kd, &vd, mask, scale).unwrap();
     assert_eq!(fused.dtype(), dtype);
     let err = max_abs_diff(&fused, &reference);

@@ -1,10 +1,16 @@
 //! Depthwise convolution: forward against candle's grouped `conv2d` (the reference), backward
 //! against the elementary-op composition's gradients and against finite differences.
+//!
+//! On the device `UNIRES_DEVICE` names (default the CPU), with the same tolerances, except
+//! one: on the CPU the explicit `depthwise_conv2d_backward` and autograd run the same kernel
+//! (agreement within 1e-6), while on other devices the explicit backward differentiates the
+//! shifted composition and autograd goes through candle's `conv2d`, so they are held to the
+//! composition tolerance (1e-4).
 
 mod common;
 
 use candle_core::{DType, Tensor, Var};
-use common::tensors::{dot, max_abs_diff, tensor};
+use common::tensors::{dev_tensor as tensor, dot, max_abs_diff};
 use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_backward, depthwise_conv2d_shifted};
 
 /// (B, C, H, W, K, K', pad)
@@ -95,9 +101,10 @@ fn backward_matches_composition_and_finite_differences() {
         }
         // The explicit backward function gives the same gradients.
         let (gx, gw, gb) = depthwise_conv2d_backward(&x, &wt, &g_out, pad).unwrap();
+        let tol = if x.device().is_cpu() { 1e-6 } else { 1e-4 };
         for (name, got, v) in [("x", &gx, &x), ("weight", &gw, &wt), ("bias", &gb, &bias)] {
             let err = max_abs_diff(got, grads.get(v).unwrap());
-            assert!(err < 1e-6, "{:?} explicit grad {name}: {err:e}", SHAPES[i]);
+            assert!(err < tol, "{:?} explicit grad {name}: {err:e}", SHAPES[i]);
         }
         // Central differences along random directions (the loss is linear in each input).
         let loss_at = |xx: &Tensor, ww: &Tensor, bb: &Tensor| {

@@ -2,11 +2,14 @@
 //! `upsample_bilinear2d` → sigmoid / `> 0`): probabilities and logits within 1e-5, masks equal except
 //! where the logit is within rounding of zero; odd sizes, several masks, both resize
 //! directions in either stage.
+//!
+//! On the device `UNIRES_DEVICE` names (default the CPU), with the same tolerances; the plain
+//! chain runs there too.
 
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::tensors::{flat, tensor_scaled};
+use common::tensors::{dev_tensor_scaled as tensor_scaled, flat};
 use unires::ops::upsample::{
     upsample_mask_logits, upsample_mask_probs, upsample_masks, upsample_masks_and_probs,
     upsample_masks_plain, MaskResize,

@@ -4,6 +4,10 @@ Prints one JSON object {row key: milliseconds} on stdout; the Rust bench reads i
 with UNIRES_BENCH_PYTHON=<python with torch + torchvision>, or use --table to print it alone.
 Timing: one warm-up call, then repeated calls until 2 s (3 to 30 calls); the fastest.
 Threads: as many as the Rust side uses (RAYON_NUM_THREADS, else all cores).
+
+--device cpu|cuda[:N]|mps (default cpu) runs on that device, as the Rust bench does with
+UNIRES_DEVICE; on a GPU every call ends with a synchronisation and TF32 is off (the Rust side
+computes in full f32). Inputs are drawn on the CPU with a seeded generator, then copied.
 """
 import json
 import os
@@ -15,15 +19,31 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize(DEV)
+    elif DEV.type == "mps":
+        torch.mps.synchronize()
+
+
 def timed(fn):
     fn()
+    sync()
     times = []
     start = time.perf_counter()
     while len(times) < 3 or (time.perf_counter() - start < 2.0 and len(times) < 30):
         t = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     return min(times)
+
+
+def randn(*shape, generator):
+    return torch.randn(*shape, generator=generator).to(DEV)
 
 
 def attention_rows(out):
@@ -32,7 +52,7 @@ def attention_rows(out):
         (32, 128, 2048, False), (32, 128, 2048, True), (8, 32, 4096, False),
     ]:
         g = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(1, h, s, d, generator=g) for _ in range(3))
+        q, k, v = (randn(1, h, s, d, generator=g) for _ in range(3))
         scale = d ** -0.5
         key = f"attention h{h} d{d} s{s} {'causal' if causal else 'full'}"
         out[key + " sdpa"] = timed(
@@ -41,7 +61,7 @@ def attention_rows(out):
         def eager():
             a = (q @ k.transpose(-1, -2)) * scale
             if causal:
-                a = a + torch.full((s, s), float("-inf")).triu(1)
+                a = a + torch.full((s, s), float("-inf"), device=DEV).triu(1)
             return a.softmax(-1) @ v
         out[key + " eager"] = timed(eager)
 
@@ -49,7 +69,7 @@ def attention_rows(out):
 def upsample_rows(out):
     for n in (1, 8):
         for (oh, ow), valid in [((480, 640), (768, 1024)), ((1080, 1920), (576, 1024))]:
-            x = torch.randn(n, 1, 256, 256)
+            x = torch.randn(n, 1, 256, 256).to(DEV)
 
             def chain():
                 y = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)
@@ -61,16 +81,16 @@ def upsample_rows(out):
 
 def roi_rows(out):
     g = torch.Generator().manual_seed(0)
-    feats = torch.randn(1, 1536, 48, 48, generator=g)
+    feats = randn(1, 1536, 48, 48, generator=g)
     xy = torch.rand(48, 2, generator=g) * 600
     wh = torch.rand(48, 2, generator=g) * 160 + 8
-    boxes = torch.cat([torch.zeros(48, 1), xy, xy + wh], 1)
+    boxes = torch.cat([torch.zeros(48, 1), xy, xy + wh], 1).to(DEV)
     fwd = lambda: roi_align(feats, boxes, (7, 7), 1 / 16, 2, True)  # noqa: E731
     out["roi_align c1536 48x48 k48 7x7 fwd"] = timed(fwd)
     # The input gradient for a given output gradient (autograd runs the backward kernel).
     x = feats.clone().requires_grad_(True)
     y = roi_align(x, boxes, (7, 7), 1 / 16, 2, True)
-    go = torch.randn(y.shape, generator=g)
+    go = randn(y.shape, generator=g)
     out["roi_align c1536 48x48 k48 7x7 bwd"] = timed(
         lambda: torch.autograd.grad(y, x, go, retain_graph=True))
 
@@ -78,15 +98,15 @@ def roi_rows(out):
 def dwconv_rows(out):
     for c, s in [(192, 128), (1536, 16)]:
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, c, s, s, generator=g)
-        w = torch.randn(c, 1, 7, 7, generator=g)
-        b = torch.randn(c, generator=g)
+        x = randn(1, c, s, s, generator=g)
+        w = randn(c, 1, 7, 7, generator=g)
+        b = randn(c, generator=g)
         out[f"dwconv c{c} {s}x{s} k7 fwd"] = timed(lambda: F.conv2d(x, w, b, padding=3, groups=c))
         xr = x.clone().requires_grad_(True)
         wr = w.clone().requires_grad_(True)
         br = b.clone().requires_grad_(True)
         y = F.conv2d(xr, wr, br, padding=3, groups=c)
-        go = torch.randn(y.shape, generator=g)
+        go = randn(y.shape, generator=g)
         # The three gradients for a given output gradient (the backward kernels) ...
         out[f"dwconv c{c} {s}x{s} k7 bwd"] = timed(
             lambda: torch.autograd.grad(y, (xr, wr, br), go, retain_graph=True))
@@ -97,9 +117,17 @@ def dwconv_rows(out):
 
 
 def main():
+    global DEV
+    if "--device" in sys.argv:
+        DEV = torch.device(sys.argv[sys.argv.index("--device") + 1])
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     threads = int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count()
     torch.set_num_threads(threads)
-    out = {"_torch": torch.__version__, "_threads": threads}
+    name = str(DEV)
+    if DEV.type == "cuda":
+        name = f"{DEV} ({torch.cuda.get_device_name(DEV)}, CUDA {torch.version.cuda})"
+    out = {"_torch": torch.__version__, "_threads": threads, "_device": name}
     with torch.no_grad():
         attention_rows(out)
         upsample_rows(out)

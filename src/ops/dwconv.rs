@@ -5,7 +5,7 @@
 //! even a shifted multiply-add. On the CPU this module runs a direct convolution: rayon over
 //! the B·C planes, each plane copied once into a zero-padded f32 buffer, then register tiles
 //! of outputs accumulated over the kernel taps (contiguous row loads the compiler vectorises;
-//! AVX2+FMA picked at run time). Other devices use candle's grouped `conv2d`.
+//! AVX2+FMA picked at run time). Other devices use candle's grouped `conv2d`, in f32.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -25,11 +25,30 @@ pub fn depthwise_conv2d(
 ) -> Result<Tensor> {
     let (c, _kh, _kw, ho, wo) = check(x, weight, bias, pad)?;
     if !x.device().is_cpu() {
-        let y = x.conv2d(&weight.to_dtype(x.dtype())?, pad, 1, 1, c)?;
-        return Ok(match bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, c, 1, 1))?)?,
+        if x.elem_count() == 0 || weight.elem_count() == 0 {
+            // candle's grouped conv2d divides by the group count (C = 0) and launches no
+            // kernel on an empty batch. Nothing to compute: the CPU op on the (empty or
+            // tiny) copies gives the shapes and, through the copies, the gradients.
+            let cpu = candle_core::Device::Cpu;
+            let b = bias.map(|b| b.to_device(&cpu)).transpose()?;
+            let y = depthwise_conv2d(
+                &x.to_device(&cpu)?,
+                &weight.to_device(&cpu)?,
+                b.as_ref(),
+                pad,
+            )?;
+            return Ok(y.to_device(x.device())?);
+        }
+        // In f32 with one rounding to x's dtype at the end, as the CPU kernel.
+        let f32 = candle_core::DType::F32;
+        let y = x
+            .to_dtype(f32)?
+            .conv2d(&weight.to_dtype(f32)?, pad, 1, 1, c)?;
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(f32)?.reshape((1, c, 1, 1))?)?,
             None => y,
-        });
+        };
+        return Ok(y.to_dtype(x.dtype())?);
     }
     let zeros;
     let bias = match bias {

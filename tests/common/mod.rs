@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests. Each test crate includes this folder with
 //! `mod common;` (the parity binary with a `#[path]`) and uses the parts it needs:
 //!
-//! - this file: fixture paths, temporary directories, the `unires` binary;
+//! - this file: fixture paths, the test device, temporary directories, the `unires` binary;
 //! - [`tensors`]: seeded inputs and tensor comparisons;
 //! - [`eval`]: the benchmark fixture cases of tests/fixtures/eval;
 //! - [`weights`]: the weights fixtures (micro configuration, layouts, a local hub).
@@ -15,12 +15,43 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
-/// `tests/fixtures/<rel>` of this package.
+use candle_core::Device;
+
+/// `tests/fixtures/<rel>` of this package, or `$UNIRES_FIXTURES/<rel>` when that variable is
+/// set (test binaries copied to another machine, as by tools/cuda/package.sh, find their
+/// fixtures there instead of at the source path compiled into them).
 pub fn fixtures(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    match std::env::var_os("UNIRES_FIXTURES") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(rel),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel),
+    }
+}
+
+/// The device the parity suite and the op tests compute on: `UNIRES_DEVICE` = `cpu`
+/// (default), `cuda`, `cuda:N` or `metal`, as `unires::weights::parse_device` reads it.
+/// Created once per process. Panics with the reason when the device cannot be had (an
+/// unknown name, a GPU whose cargo feature is off, no such GPU).
+pub fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = device_name();
+            unires::weights::parse_device(&name)
+                .unwrap_or_else(|e| panic!("UNIRES_DEVICE={name}: {e}"))
+        })
+        .clone()
+}
+
+/// `UNIRES_DEVICE` as set, `cpu` when unset or empty.
+pub fn device_name() -> String {
+    match std::env::var("UNIRES_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => "cpu".to_string(),
+    }
 }
 
 /// The `unires` command-line program of this build.

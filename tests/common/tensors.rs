@@ -29,9 +29,30 @@ pub fn tensor_scaled(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// All elements as f32, in row-major order (any float dtype).
+/// [`tensor`] on the test device ([`super::device`]).
+pub fn dev_tensor(shape: &[usize], seed: u64) -> Tensor {
+    on_device(&tensor(shape, seed))
+}
+
+/// [`tensor_scaled`] on the test device ([`super::device`]).
+pub fn dev_tensor_scaled(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+    on_device(&tensor_scaled(shape, seed, scale))
+}
+
+/// `t` copied to the test device ([`super::device`]).
+pub fn on_device(t: &Tensor) -> Tensor {
+    t.to_device(&super::device()).unwrap()
+}
+
+/// `t` copied to the CPU.
+pub fn on_cpu(t: &Tensor) -> Tensor {
+    t.to_device(&Device::Cpu).unwrap()
+}
+
+/// All elements as f32, in row-major order (any float dtype, any device).
 pub fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
+    on_cpu(t)
+        .to_dtype(DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -62,9 +83,9 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0f32, f32::max)
 }
 
-/// Σ a·b over all elements, in f64.
+/// Σ a·b over all elements, in f64 on the CPU (any device: Metal has no f64).
 pub fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() * b.to_dtype(DType::F64).unwrap())
+    (on_cpu(a).to_dtype(DType::F64).unwrap() * on_cpu(b).to_dtype(DType::F64).unwrap())
         .unwrap()
         .sum_all()
         .unwrap()

@@ -17,13 +17,15 @@ pub struct Case {
     pub io: HashMap<String, Tensor>,
     /// Names listed in fixture.json "inputs".
     pub inputs: Vec<String>,
-    /// The dtype this run computes in (f32, or bf16 for the low-precision run).
+    /// The dtype this run computes in (f32, or bf16 / f16 for the low-precision runs).
     pub dtype: DType,
+    /// The device this run computes on (`UNIRES_DEVICE`, see `common::device`).
     pub device: Device,
 }
 
 impl Case {
-    pub fn load(dir: &Path) -> Res<Self> {
+    /// The case in folder `dir`, computed on `device` in f32.
+    pub fn load(dir: &Path, device: &Device) -> Res<Self> {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -51,7 +53,7 @@ impl Case {
             io,
             inputs,
             dtype: DType::F32,
-            device: Device::Cpu,
+            device: device.clone(),
         })
     }
 
@@ -62,14 +64,16 @@ impl Case {
             .ok_or_else(|| format!("io.safetensors has no tensor {name:?}").into())
     }
 
-    /// An input converted to the run's dtype (float inputs only).
+    /// An input on the run's device, converted to the run's dtype (float inputs only).
+    /// [`Case::get`] gives the tensor as saved, on the CPU.
     pub fn input(&self, name: &str) -> Res<Tensor> {
         let t = self.get(name)?;
-        Ok(if t.dtype().is_float() {
+        let t = if t.dtype().is_float() {
             t.to_dtype(self.dtype)?
         } else {
             t.clone()
-        })
+        };
+        Ok(t.to_device(&self.device)?)
     }
 
     pub fn f64(&self, key: &str) -> Option<f64> {
@@ -109,14 +113,15 @@ pub fn numbered(prefix: &str, tensors: Vec<Tensor>) -> Vec<(String, Tensor)> {
         .collect()
 }
 
-/// The result of one run (f32 or bf16) of one case: a summary line, then one line per
+/// The result of one run (f32, bf16 or f16) of one case: a summary line, then one line per
 /// output where there is something to say.
 pub struct Outcome {
     pub ok: bool,
     pub lines: Vec<String>,
-    /// bf16 outputs whose values were compared, and those skipped (see [`bf16_checked`]).
-    pub bf16_checked: usize,
-    pub bf16_skipped: usize,
+    /// Low-precision (bf16 / f16) outputs whose values were compared, and those skipped
+    /// (see [`bf16_checked`]).
+    pub half_checked: usize,
+    pub half_skipped: usize,
 }
 
 impl Outcome {
@@ -124,8 +129,8 @@ impl Outcome {
         Self {
             ok: false,
             lines: vec![format!("parity {name}: {kind} error: {msg} FAIL")],
-            bf16_checked: 0,
-            bf16_skipped: 0,
+            half_checked: 0,
+            half_skipped: 0,
         }
     }
 }
@@ -161,8 +166,12 @@ fn check_shape(got: &Tensor, want: &Tensor) -> Res<()> {
     Ok(())
 }
 
+/// All elements as f64, read on the CPU (any device: Metal has no f64).
 fn values(t: &Tensor) -> Res<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1()?)
 }
 
 /// The largest |value| of a reference tensor.
@@ -170,8 +179,8 @@ pub fn max_magnitude(want: &Tensor) -> Res<f64> {
     Ok(values(want)?.iter().fold(0f64, |m, v| m.max(v.abs())))
 }
 
-/// Whether a bf16 comparison with absolute tolerance `atol` can tell a wrong output from a
-/// right one: only when `atol` is below a quarter of the reference's largest magnitude.
+/// Whether a bf16 (or f16) comparison with absolute tolerance `atol` can tell a wrong output
+/// from a right one: only when `atol` is below a quarter of the reference's largest magnitude.
 /// At or above it, an output of zeros (or one off by a quarter of the signal everywhere)
 /// would pass, so the values are not compared.
 pub fn bf16_checked(atol: f64, max_ref: f64) -> bool {
@@ -193,8 +202,14 @@ pub fn sig(x: f64) -> String {
 }
 
 fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
-    let bf16 = case.dtype != DType::F32;
-    let label = format!("{}{}", case.name, if bf16 { "[bf16]" } else { "" });
+    let low = case.dtype != DType::F32;
+    // "bf16" or "f16": the low-precision dtype of this run.
+    let half = dtype_name(case.dtype);
+    let label = if low {
+        format!("{}[{half}]", case.name)
+    } else {
+        case.name.clone()
+    };
     let verbose = std::env::var("PARITY_VERBOSE").is_ok();
     let mut detail = Vec::new();
     let (mut checked, mut skipped) = (0usize, 0usize);
@@ -209,7 +224,7 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
         let (mut ma, mut mr, mut ok) = (0f64, 0f64, true);
         for (name, t) in &outputs {
             let want = case.get(name)?;
-            if bf16 {
+            if low {
                 // A case may state a bf16 tolerance per output (`bf16_atol_per_output`).
                 let atol = case
                     .fixture
@@ -225,7 +240,7 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
                     check_shape(t, want).map_err(|e| format!("{name}: {e}"))?;
                     let finite = values(t)?.iter().all(|v| v.is_finite());
                     detail.push(format!(
-                        "    SKIP bf16 {}/{name}: atol {} ≥ max|ref|/4 = {quarter} (values not compared; shape and finiteness checked: {})",
+                        "    SKIP {half} {}/{name}: atol {} ≥ max|ref|/4 = {quarter} (values not compared; shape and finiteness checked: {})",
                         case.name,
                         sig(atol),
                         if finite { "ok" } else { "non-finite values FAIL" },
@@ -237,7 +252,7 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
                 checked += 1;
                 let (a, r, o) = compare(t, want, rtol, atol).map_err(|e| format!("{name}: {e}"))?;
                 detail.push(format!(
-                    "    CHECK bf16 {}/{name}: atol {} < max|ref|/4 = {quarter}: max_abs={a:.2e} max_rel={r:.2e} {}",
+                    "    CHECK {half} {}/{name}: atol {} < max|ref|/4 = {quarter}: max_abs={a:.2e} max_rel={r:.2e} {}",
                     case.name,
                     sig(atol),
                     if o { "ok" } else { "FAIL" }
@@ -262,12 +277,12 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
     })();
     let mut out = match result {
         Ok((ma, mr, ok, n)) => {
-            let errors = if bf16 && checked == 0 {
+            let errors = if low && checked == 0 {
                 "no values compared".to_string()
             } else {
                 format!("max_abs={ma:.2e} max_rel={mr:.2e}")
             };
-            let counted = if bf16 {
+            let counted = if low {
                 format!("{checked} of {n} outputs compared, {skipped} skipped")
             } else {
                 format!("{n} outputs")
@@ -281,8 +296,8 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
                     sig(atol),
                     if ok { "ok" } else { "FAIL" }
                 )],
-                bf16_checked: checked,
-                bf16_skipped: skipped,
+                half_checked: checked,
+                half_skipped: skipped,
             }
         }
         Err(e) => Outcome::error(&label, &case.kind, &e.to_string()),
@@ -291,23 +306,69 @@ fn run_in(case: &Case, run: super::Runner, rtol: f64, atol: f64) -> Outcome {
     out
 }
 
-/// Runs a case in f32 and, when it has weights and states bf16 tolerances, in bf16.
-pub fn run_case(case: &Case, run: super::Runner) -> Vec<Outcome> {
-    let rtol = case.f64("rtol").unwrap_or(1e-4);
-    let atol = case.f64("atol").unwrap_or(1e-4);
-    let mut out = vec![run_in(case, run, rtol, atol)];
-    if let (Some(brtol), Some(batol)) = (case.f64("bf16_rtol"), case.f64("bf16_atol")) {
-        let c = Case {
-            name: case.name.clone(),
-            dir: case.dir.clone(),
-            kind: case.kind.clone(),
-            fixture: case.fixture.clone(),
-            io: case.io.clone(),
-            inputs: case.inputs.clone(),
-            dtype: DType::BF16,
-            device: case.device.clone(),
+/// "f32", "bf16", "f16".
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
+/// The runs `UNIRES_PARITY_DTYPES` asks for: a comma-separated list of `f32`, `bf16` and
+/// `f16` (default `f32,bf16`, the CPU's policy). The low-precision runs use the case's
+/// `bf16_rtol` / `bf16_atol` (and `bf16_atol_per_output`) for f16 as well: f16 has more
+/// mantissa bits than bf16, so they hold a fortiori wherever f16 does not overflow.
+pub fn run_dtypes() -> Res<Vec<DType>> {
+    let spec = std::env::var("UNIRES_PARITY_DTYPES").unwrap_or_default();
+    let spec = if spec.trim().is_empty() {
+        "f32,bf16"
+    } else {
+        spec.as_str()
+    };
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let d = match part {
+            "f32" => DType::F32,
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            other => {
+                return Err(format!(
+                    "UNIRES_PARITY_DTYPES: unknown dtype {other:?} (expected f32, bf16, f16)"
+                )
+                .into())
+            }
         };
-        out.push(run_in(&c, run, brtol, batol));
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a case in each of `dtypes`: f32 against its `rtol`/`atol`; bf16 and f16 only when
+/// it states bf16 tolerances (cases with weights).
+pub fn run_case(case: &Case, run: super::Runner, dtypes: &[DType]) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    if dtypes.contains(&DType::F32) {
+        let rtol = case.f64("rtol").unwrap_or(1e-4);
+        let atol = case.f64("atol").unwrap_or(1e-4);
+        out.push(run_in(case, run, rtol, atol));
+    }
+    if let (Some(brtol), Some(batol)) = (case.f64("bf16_rtol"), case.f64("bf16_atol")) {
+        for &dtype in dtypes.iter().filter(|d| **d != DType::F32) {
+            let c = Case {
+                name: case.name.clone(),
+                dir: case.dir.clone(),
+                kind: case.kind.clone(),
+                fixture: case.fixture.clone(),
+                io: case.io.clone(),
+                inputs: case.inputs.clone(),
+                dtype,
+                device: case.device.clone(),
+            };
+            out.push(run_in(&c, run, brtol, batol));
+        }
     }
     out
 }

@@ -6,10 +6,15 @@
 //! of the output's largest reference magnitude (otherwise zeros would pass); the others are
 //! listed as skipped.
 //!
+//! Environment: `UNIRES_DEVICE` = `cpu` (default), `cuda[:N]` or `metal` picks the device
+//! (the GPUs need their cargo feature); the tolerances are the same on every device.
+//! `UNIRES_PARITY_DTYPES` (default `f32,bf16`) picks the runs; `f16` adds a run in f16 under
+//! the bf16 tolerances. `UNIRES_FIXTURES` points at another copy of `tests/fixtures`.
+//!
 //! Run: `cargo test --release --test parity [-- FILTER... | --list | --exact | --skip F]`
 //! (libtest's arguments, see `args.rs`). Prints one line per case and run, per bf16 output
 //! whether it was compared, `test <case> ... ok|FAILED`, libtest's `test result:` line (one
-//! test per case) and last `parity: N passed, M failed` (one per run: f32, bf16).
+//! test per case) and last `parity: N passed, M failed` (one per run: f32, bf16, f16).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -74,10 +79,15 @@ fn case_dirs() -> Vec<(String, std::path::PathBuf)> {
     dirs
 }
 
-fn run_one(name: &str, dir: &std::path::Path) -> Vec<Outcome> {
-    match Case::load(dir) {
+fn run_one(
+    name: &str,
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+    dtypes: &[candle_core::DType],
+) -> Vec<Outcome> {
+    match Case::load(dir, device) {
         Ok(case) => match runner(&case.kind) {
-            Some(run) => harness::run_case(&case, run),
+            Some(run) => harness::run_case(&case, run, dtypes),
             None => vec![Outcome::error(name, &case.kind, "no runner for this kind")],
         },
         Err(e) => vec![Outcome::error(name, "?", &e.to_string())],
@@ -110,13 +120,29 @@ fn main() {
         return;
     }
 
+    let dtypes = match harness::run_dtypes() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("parity: {e}");
+            std::process::exit(2);
+        }
+    };
+    let device = common::device();
+    let names: Vec<&str> = dtypes.iter().map(|d| harness::dtype_name(*d)).collect();
+    eprintln!(
+        "parity: device {} ({:?}), runs {}",
+        common::device_name(),
+        device.location(),
+        names.join(", ")
+    );
+
     let start = Instant::now();
     println!("\nrunning {}", plural(selected.len(), "test"));
     let (mut runs_passed, mut runs_failed) = (0usize, 0usize);
-    let (mut bf16_checked, mut bf16_skipped) = (0usize, 0usize);
+    let (mut half_checked, mut half_skipped) = (0usize, 0usize);
     let mut failed_cases = Vec::new();
     for (name, dir) in &selected {
-        let outcomes = run_one(name, dir);
+        let outcomes = run_one(name, dir, &device, &dtypes);
         let ok = outcomes.iter().all(|o| o.ok);
         for o in &outcomes {
             if o.ok {
@@ -124,8 +150,8 @@ fn main() {
             } else {
                 runs_failed += 1;
             }
-            bf16_checked += o.bf16_checked;
-            bf16_skipped += o.bf16_skipped;
+            half_checked += o.half_checked;
+            half_skipped += o.half_skipped;
             if !args.quiet || !ok {
                 for line in &o.lines {
                     println!("{line}");
@@ -139,9 +165,11 @@ fn main() {
             failed_cases.push(name.as_str());
         }
     }
-    if bf16_checked + bf16_skipped > 0 {
+    if half_checked + half_skipped > 0 {
+        let half: Vec<&str> = names.iter().copied().filter(|n| *n != "f32").collect();
         println!(
-            "\nparity bf16: {bf16_checked} outputs compared, {bf16_skipped} skipped (atol ≥ max|ref|/4)"
+            "\nparity {}: {half_checked} outputs compared, {half_skipped} skipped (atol ≥ max|ref|/4)",
+            half.join("+")
         );
     }
     if !failed_cases.is_empty() {
