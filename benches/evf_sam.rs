@@ -195,6 +195,7 @@ fn main() -> Res<()> {
             );
             let theirs = match torch.get(&key) {
                 Some(t) if *t >= 0.0 => format!("{t:.2} ({:.2}×)", t / ours),
+                Some(t) if *t == -2.0 => "over 10 min".into(),
                 Some(_) => "not supported".into(),
                 None => "—".into(),
             };

@@ -10,10 +10,11 @@ cores (as the Rust side).
 
 Needs the EVF-SAM venv (tests/fixtures/gen/evf-venv.sh) and EVF_SAM_SRC=<checkout of
 hustvl/EVF-SAM at 9935dc5>. Prints one JSON object; a dtype PyTorch cannot run on the CPU is
-reported as -1.
+reported as -1, one whose runs take over 10 minutes in all as -2.
 """
 import json
 import os
+import signal
 import sys
 import time
 import types
@@ -42,6 +43,14 @@ repeat = int(os.environ.get("UNIRES_BENCH_REPEAT", "2"))
 
 
 SLOW = 60.0  # seconds: a warm-up longer than this is the measurement (as the Rust side)
+LIMIT = 150  # seconds: a dtype whose runs take longer than 4× this is reported as -2
+
+
+def on_alarm(signum, frame):
+    raise TimeoutError
+
+
+signal.signal(signal.SIGALRM, on_alarm)
 
 
 def best(fn, n):
@@ -95,6 +104,7 @@ def main():
             return emb, evf.unsqueeze(0).to(dtype), resize
 
         try:
+            signal.alarm(LIMIT * 4)
             with torch.no_grad():
                 def first():
                     emb, evf, resize = encode()
@@ -106,8 +116,14 @@ def main():
                     lambda: query(m, emb, evf, ids, resize, img.shape[:2]), max(repeat, 3))
         except RuntimeError as e:
             print(f"{name}: {e}", file=sys.stderr)
-            out[f"{name} first"] = -1.0
-            out[f"{name} cached"] = -1.0
+            out.setdefault(f"{name} first", -1.0)
+            out.setdefault(f"{name} cached", -1.0)
+        except TimeoutError:
+            print(f"{name}: a run took over {LIMIT} s", file=sys.stderr)
+            out.setdefault(f"{name} first", -2.0)
+            out.setdefault(f"{name} cached", -2.0)
+        finally:
+            signal.alarm(0)
     print(json.dumps(out))
 
 
