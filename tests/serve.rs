@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
+use common::serve::{stdio, wait};
 use common::TempDir;
 use serde_json::{json, Value};
 
@@ -20,50 +21,6 @@ fn scene() -> std::path::PathBuf {
 
 fn b64(path: &Path) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
-}
-
-/// Runs `unires serve --stdio ARGS` on `lines`, closes stdin, and returns the response lines
-/// and whether it exited 0 (within 120 s).
-fn stdio(args: &[&str], lines: &[String]) -> (Vec<Value>, bool) {
-    let mut child = common::bin()
-        .args(["serve", "--stdio"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(text.as_bytes());
-    });
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    writer.join().unwrap();
-    let ok = wait(&mut child, Duration::from_secs(120));
-    let replies = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (replies, ok)
-}
-
-fn wait(child: &mut Child, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.success();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    panic!("unires serve did not exit within {limit:?}");
 }
 
 fn req(id: u64, image: &Path, expr: &str) -> String {

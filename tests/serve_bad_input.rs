@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
 
 use base64::Engine as _;
 use common::TempDir;
@@ -150,36 +148,12 @@ fn every_bad_request_gets_its_error_kind_and_the_server_lives_on() {
     ];
     assert!(rows.len() >= 40, "{} rows", rows.len());
 
-    let mut child = common::bin()
-        .args(["serve", "--stdio", "--queue", "1000", "--image-root"])
-        .arg(&root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut text: String = rows.iter().map(|(l, _)| format!("{l}\n")).collect();
-    text.push_str(&format!("{}\n", ok(json!({"id": "last"}))));
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(text.as_bytes());
-    });
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    writer.join().unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "exit 0 at the end of input"
-    );
-    let replies: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let mut lines: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
+    lines.push(ok(json!({"id": "last"})));
+    let root_arg = root.to_string_lossy().into_owned();
+    let (replies, exited) =
+        common::serve::stdio(&["--queue", "1000", "--image-root", &root_arg], &lines);
+    assert!(exited, "exit 0 at the end of input");
     assert_eq!(replies.len(), rows.len() + 1, "one answer per line");
     let mut wrong = Vec::new();
     for (i, ((line, kind), r)) in rows.iter().zip(&replies).enumerate() {

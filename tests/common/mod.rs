@@ -4,12 +4,15 @@
 //! - this file: fixture paths, the test device, temporary directories, the `unires` binary;
 //! - [`tensors`]: seeded inputs and tensor comparisons;
 //! - [`eval`]: the benchmark fixture cases of tests/fixtures/eval;
+//! - `serve`: running `unires serve --stdio` on request lines;
 //! - [`weights`]: the weights fixtures (micro configuration, layouts, a local hub).
 
 // Every test crate compiles all of it but uses only a part.
 #![allow(dead_code)]
 
 pub mod eval;
+#[cfg(all(feature = "serve", feature = "cli"))]
+pub mod serve;
 pub mod tensors;
 pub mod weights;
 
