@@ -4,9 +4,10 @@
 //! prompt assembly, LLM, mask decoder, upsampling, the no-target head) fails them, while
 //! platform-level float differences do not.
 
+mod common;
+
 use candle_core::{DType, Device};
 use unires::eval::synthetic::{evaluate_model, SyntheticEvalOptions};
-use unires::io::boxes::load_boxes;
 use unires::{load, Granularity, Source};
 
 /// Seed and scene count of the held-out check (30 scenes, 240 expressions, ~10 s).
@@ -74,27 +75,16 @@ fn f16_compute_matches_f32() {
 #[test]
 fn showcase_scenes_answer_as_annotated() {
     let model = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenes");
     let (mut total, mut empty_ok, mut gran_ok) = (0, 0, 0);
-    for name in ["colour", "multi", "no_target", "parts", "relation", "tall"] {
-        let img = image::open(dir.join(format!("{name}.png")))
-            .unwrap()
-            .to_rgb8();
-        let json = dir.join(format!("{name}.json"));
-        let (boxes, report) =
-            load_boxes(&json, img.width(), img.height(), &Default::default()).unwrap();
-        assert!(report.is_clean(), "{name}: {report:?}");
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        let enc = model.encode(&img, &boxes).unwrap();
-        for q in v["queries"].as_array().unwrap() {
-            let expr = q["expression"].as_str().unwrap();
-            let want: Granularity = q["granularity"].as_str().unwrap().parse().unwrap();
-            let want_empty = q["empty"].as_bool().unwrap();
-            let seg = model.segment(&enc, expr, Granularity::Auto).unwrap();
+    for scene in common::scenes::all() {
+        let enc = model.encode(&scene.image, &scene.proposals).unwrap();
+        for q in &scene.queries {
+            let seg = model
+                .segment(&enc, &q.expression, Granularity::Auto)
+                .unwrap();
             total += 1;
-            empty_ok += usize::from(seg.is_empty() == want_empty);
-            gran_ok += usize::from(seg.granularity == want);
+            empty_ok += usize::from(seg.is_empty() == q.empty);
+            gran_ok += usize::from(seg.granularity == q.granularity);
         }
     }
     assert_eq!(total, 48);

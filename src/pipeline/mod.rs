@@ -199,6 +199,21 @@ pub trait Segmenter: Send + Sync {
         let t = self.no_target_threshold();
         self.segment_with_threshold(encoded, expression, granularity, t)
     }
+
+    /// Segments several expressions at `granularity` in one encoded image: one result per
+    /// expression, in order, each as [`Segmenter::segment`] gives it (a bad expression fails
+    /// alone). The image's features, and for UniRES++ the prompt prefix, are computed once.
+    fn segment_many(
+        &self,
+        encoded: &Encoded,
+        expressions: &[&str],
+        granularity: Granularity,
+    ) -> Vec<Result<Segmentation>> {
+        expressions
+            .iter()
+            .map(|e| self.segment(encoded, e, granularity))
+            .collect()
+    }
 }
 
 /// Loads the model in `source`, of the family its `config.json` names, onto `device` in

@@ -107,6 +107,8 @@ pub struct UniRes {
     decoder: SamMaskDecoder,
     target_head: Mlp2,
     prompt: PromptBuilder,
+    /// Whether `encode` prefills the prompt prefix for the queries (on by default).
+    prefix_cache: bool,
 }
 
 impl UniRes {
@@ -158,6 +160,7 @@ impl UniRes {
             decoder: SamMaskDecoder::new(&cfg.decoder.sam, vb.pp("mask_decoder"))?,
             target_head: Mlp2::new((d, d, 1), Activation::Relu, vb.pp("target_head"))?,
             prompt,
+            prefix_cache: true,
         })
     }
 
@@ -190,6 +193,19 @@ impl UniRes {
 
     pub fn prompt_builder(&self) -> &PromptBuilder {
         &self.prompt
+    }
+
+    /// Whether encoding an image also prefills the prompt up to its last region token, so
+    /// that each query prefills only its own tokens (`pipeline::unires::prefix`).
+    pub fn prefix_cache(&self) -> bool {
+        self.prefix_cache
+    }
+
+    /// Turns the prompt-prefix cache on (the default) or off. Off, an encoded image holds no
+    /// LLM state (for a 7B LLM in f32 the cache is ~1 MiB per prefix position) and every
+    /// query prefills its whole prompt; results are the same either way.
+    pub fn set_prefix_cache(&mut self, on: bool) {
+        self.prefix_cache = on;
     }
 
     /// The LLM (token embeddings, the causal stack and the answer-token logits).

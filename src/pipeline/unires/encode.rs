@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::io::image::check_size;
 use crate::model::unires::UniRes;
 use crate::pipeline::preprocess::{preprocess_hires, preprocess_lowres, HiresGeometry};
+use crate::pipeline::unires::prefix::PromptPrefix;
 use crate::types::{BoxXyxy, Proposals};
 
 /// Features of one image, reusable across expressions.
@@ -34,6 +35,9 @@ pub struct EncodedImage {
     pub dense: Tensor,
     /// Upscaling skips `(1, D/4, 2h, 2w)` and `(1, D/8, 4h, 4w)`.
     pub skips: (Tensor, Tensor),
+    /// The prompt up to the last region token, prefilled once for every query on this image
+    /// (`None` when the model's prefix cache is off: each query prefills its whole prompt).
+    pub prefix: Option<PromptPrefix>,
 }
 
 /// Clips proposals to a `width × height` image, keeps at most the configured number of each
@@ -177,6 +181,7 @@ impl EncodedBatch {
             region_boxes: self.region_boxes,
             dense: self.dense,
             skips: self.skips,
+            prefix: None,
         })
     }
 }
@@ -245,7 +250,18 @@ pub fn encode_batch(model: &UniRes, images: &[(&RgbImage, &Proposals)]) -> Resul
     })
 }
 
-/// Encodes one image and its proposals (original pixel coordinates).
+/// Encodes one image and its proposals (original pixel coordinates), and prefills the
+/// prompt prefix when the model's prefix cache is on ([`UniRes::set_prefix_cache`]).
 pub fn encode(model: &UniRes, image: &RgbImage, proposals: &Proposals) -> Result<EncodedImage> {
-    encode_batch(model, &[(image, proposals)])?.into_single()
+    let mut enc = encode_batch(model, &[(image, proposals)])?.into_single()?;
+    if model.prefix_cache() {
+        let counts = (enc.proposals.objects.len(), enc.proposals.parts.len());
+        enc.prefix = Some(PromptPrefix::new(
+            model,
+            &enc.image_tokens,
+            &enc.region_tokens,
+            counts,
+        )?);
+    }
+    Ok(enc)
 }

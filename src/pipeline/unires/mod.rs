@@ -6,6 +6,7 @@
 
 pub mod encode;
 pub mod output;
+pub mod prefix;
 pub mod query;
 
 use candle_core::{DType, IndexOp};
@@ -14,13 +15,14 @@ use image::RgbImage;
 pub use encode::{
     cap_proposals, encode, encode_batch, whole_image_box, EncodedBatch, EncodedImage, RegionLayout,
 };
-pub use query::{prompt_query, QueryPrompt, QueryRegions, RegionRows};
+pub use prefix::PromptPrefix;
+pub use query::{prompt_query, Answered, QueryPrompt, QueryRegions, RegionRows};
 
 use crate::error::Result;
 use crate::model::unires::{HeadInputs, UniRes};
 use crate::ops::upsample::MaskResize;
 use crate::pipeline::{tensor_bytes, Encoded, Family, Segmenter};
-use crate::types::{argmax, Granularity, Mask, Proposals, Segmentation};
+use crate::types::{Granularity, Mask, Proposals, Segmentation};
 
 impl UniRes {
     /// Encodes an image and its proposals (original pixel coordinates) once.
@@ -43,6 +45,21 @@ impl UniRes {
         )
     }
 
+    /// Segments several expressions at `granularity` in one encoded image (see
+    /// [`Segmenter::segment_many`]): each query prefills only its own tokens after the
+    /// image's cached prompt prefix.
+    pub fn segment_many(
+        &self,
+        enc: &EncodedImage,
+        expressions: &[&str],
+        granularity: Granularity,
+    ) -> Vec<Result<Segmentation>> {
+        expressions
+            .iter()
+            .map(|e| self.segment(enc, e, granularity))
+            .collect()
+    }
+
     /// [`UniRes::segment`] with `no_target_threshold` in place of the configured one: the
     /// result is empty when its score is below it (`f32::NEG_INFINITY`: never empty by the
     /// score, e.g. to calibrate the threshold on held-out data).
@@ -62,14 +79,12 @@ impl UniRes {
             expression,
             (n_obj, n_part),
         )?;
-        let (hidden, mut cache) = query::prefill(self, &q)?;
-        let last = hidden.i((.., q.seq_len()? - 1, ..))?;
-        let gl = query::granularity_logits(self, &last)?; // (1, 3)
-        let probs = candle_nn::ops::softmax_last_dim(&gl)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?;
-        let chosen = granularity.index().unwrap_or_else(|| argmax(&probs));
-        let seg_hidden = query::answer(self, &mut cache, chosen)?;
+        let Answered {
+            hidden,
+            probs: granularity_probs,
+            chosen,
+            seg: seg_hidden,
+        } = query::answer_query(self, &q, granularity, enc.prefix.as_ref())?;
         let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
         let rows = query::region_rows(
             self,
@@ -96,7 +111,6 @@ impl UniRes {
         let score = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
             .squeeze(0)?
             .to_scalar::<f32>()?;
-        let granularity_probs = [probs[0], probs[1], probs[2]];
         let (hh, ww) = (enc.height as usize, enc.width as usize);
         if score < no_target_threshold {
             return Ok(Segmentation {
@@ -165,7 +179,8 @@ impl Segmenter for UniRes {
         ]
         .into_iter()
         .map(tensor_bytes)
-        .sum();
+        .sum::<usize>()
+            + enc.prefix.as_ref().map_or(0, PromptPrefix::bytes);
         Ok(Encoded::new(
             Family::UniRes,
             enc.width,

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::model::llm::KvCache;
 use crate::model::unires::prompt::Prompt;
 use crate::model::unires::UniRes;
-use crate::types::Granularity;
+use crate::pipeline::unires::prefix::PromptPrefix;
+use crate::types::{argmax, Granularity};
 
 /// One expression laid out for the LLM against one encoded image.
 #[derive(Debug, Clone)]
@@ -85,19 +86,94 @@ fn answer_embeddings(model: &UniRes, g: usize) -> Result<Tensor> {
     model.llm().embed(&ans)
 }
 
-/// Inference, step 1: prefills one prompt; returns the hidden states `(1, S, H)` and the KV
-/// cache to append the answer to.
+/// Inference: prefills one prompt; returns the hidden states `(1, S, H)` and the KV cache to
+/// append the answer to.
 pub fn prefill(model: &UniRes, q: &QueryPrompt) -> Result<(Tensor, KvCache)> {
-    let mut cache = model.llm().new_cache();
-    let hidden = model.llm().forward(&q.embeds.unsqueeze(0)?, &mut cache)?;
-    Ok((hidden, cache))
+    prefill_embeds(model, &q.embeds, None)
 }
 
-/// Inference, step 2: appends `<g_*> [SEG]` for granularity index `g` through the cache and
-/// returns the `[SEG]` state `(1, H)`.
+/// Prefills `embeds (S, H)`, on a copy of `prefix`'s cache when given (it must match the
+/// prompt: see [`PromptPrefix::matches`]).
+fn prefill_embeds(
+    model: &UniRes,
+    embeds: &Tensor,
+    prefix: Option<&PromptPrefix>,
+) -> Result<(Tensor, KvCache)> {
+    match prefix {
+        Some(p) => p.prefill(model, embeds),
+        None => {
+            let mut cache = model.llm().new_cache();
+            let hidden = model.llm().forward(&embeds.unsqueeze(0)?, &mut cache)?;
+            Ok((hidden, cache))
+        }
+    }
+}
+
+/// Inference: appends `<g_*> [SEG]` for granularity index `g` through the cache and returns
+/// the `[SEG]` state `(1, H)`.
 pub fn answer(model: &UniRes, cache: &mut KvCache, g: usize) -> Result<Tensor> {
     let h2 = model.llm().forward(&answer_embeddings(model, g)?, cache)?; // (1, 2, H)
     Ok(h2.i((.., 1, ..))?)
+}
+
+/// The language side of one query at inference.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// `(1, S, H)` last-layer states of the prompt.
+    pub hidden: Tensor,
+    /// Softmax over the granularity tokens (part, object, multi) at the answer position.
+    pub probs: [f32; 3],
+    /// The granularity index answered (the requested one, or the most probable for `Auto`).
+    pub chosen: usize,
+    /// `(1, H)` state at `[SEG]`.
+    pub seg: Tensor,
+}
+
+/// Prefills `q` (only its own tokens after `prefix`, when the prompt starts with it), reads
+/// the granularity, and runs the answer `<g_*> [SEG]`. A requested granularity is known
+/// before the prefill, so its answer goes in the same pass; `Auto` reads the granularity
+/// first and appends the answer through the cache.
+pub fn answer_query(
+    model: &UniRes,
+    q: &QueryPrompt,
+    granularity: Granularity,
+    prefix: Option<&PromptPrefix>,
+) -> Result<Answered> {
+    let s = q.seq_len()?;
+    let prefix = prefix.filter(|p| p.matches(&q.prompt, s));
+    let probs = |last: &Tensor| -> Result<[f32; 3]> {
+        let p = candle_nn::ops::softmax_last_dim(&granularity_logits(model, last)?)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        match p.as_slice() {
+            &[a, b, c] => Ok([a, b, c]),
+            _ => Err(Error::shape("granularity", format!("{} logits", p.len()))),
+        }
+    };
+    match granularity.index() {
+        Some(g) => {
+            let ans = answer_embeddings(model, g)?.squeeze(0)?;
+            let x = Tensor::cat(&[&q.embeds, &ans], 0)?;
+            let (h, _) = prefill_embeds(model, &x, prefix)?;
+            Ok(Answered {
+                probs: probs(&h.i((.., s - 1, ..))?)?,
+                seg: h.i((.., s + 1, ..))?,
+                hidden: h.narrow(1, 0, s)?,
+                chosen: g,
+            })
+        }
+        None => {
+            let (hidden, mut cache) = prefill_embeds(model, &q.embeds, prefix)?;
+            let probs = probs(&hidden.i((.., s - 1, ..))?)?;
+            let chosen = argmax(&probs);
+            Ok(Answered {
+                seg: answer(model, &mut cache, chosen)?,
+                hidden,
+                probs,
+                chosen,
+            })
+        }
+    }
 }
 
 /// A teacher-forced batch: every prompt followed by its answer, right-padded.
