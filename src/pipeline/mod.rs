@@ -8,6 +8,7 @@
 
 pub mod evf_sam;
 pub mod preprocess;
+pub mod profile;
 pub mod unires;
 
 use std::any::Any;

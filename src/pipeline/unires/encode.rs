@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::io::image::check_size;
 use crate::model::unires::UniRes;
 use crate::pipeline::preprocess::{preprocess_hires, preprocess_lowres, HiresGeometry};
+use crate::pipeline::profile;
 use crate::pipeline::unires::prefix::PromptPrefix;
 use crate::types::{BoxXyxy, Proposals};
 
@@ -196,47 +197,54 @@ pub fn encode_batch(model: &UniRes, images: &[(&RgbImage, &Proposals)]) -> Resul
     let dev = model.device();
     let (mut lows, mut highs) = (Vec::new(), Vec::new());
     let (mut sizes, mut geometries, mut proposals) = (Vec::new(), Vec::new(), Vec::new());
-    for (image, p) in images {
-        let (w, h) = image.dimensions();
-        check_size(w, h, &c.limits)?;
-        proposals.push(cap_proposals(c, p, w, h)?);
-        let clip = &c.vision.clip;
-        lows.push(preprocess_lowres(
-            image,
-            clip.image_size,
-            c.image_mean,
-            c.image_std,
-            dev,
-        )?);
-        let (high, g) = preprocess_hires(
-            image,
-            c.hires.image_size,
-            c.hires.pad,
-            c.image_mean,
-            c.image_std,
-            dev,
-        )?;
-        highs.push(high);
-        geometries.push(g);
-        sizes.push((w, h));
-    }
-    let image_tokens = model.image_tokens(&Tensor::cat(&lows, 0)?)?;
-    let feats = model.hires_features(&Tensor::cat(&highs, 0)?)?;
-    let (dense, skips) = model.dense_features(&feats)?;
+    profile::stage("preprocess", || -> Result<()> {
+        for (image, p) in images {
+            let (w, h) = image.dimensions();
+            check_size(w, h, &c.limits)?;
+            proposals.push(cap_proposals(c, p, w, h)?);
+            let clip = &c.vision.clip;
+            lows.push(preprocess_lowres(
+                image,
+                clip.image_size,
+                c.image_mean,
+                c.image_std,
+                dev,
+            )?);
+            let (high, g) = preprocess_hires(
+                image,
+                c.hires.image_size,
+                c.hires.pad,
+                c.image_mean,
+                c.image_std,
+                dev,
+            )?;
+            highs.push(high);
+            geometries.push(g);
+            sizes.push((w, h));
+        }
+        Ok(())
+    })?;
+    let image_tokens = profile::stage("clip", || model.image_tokens(&Tensor::cat(&lows, 0)?))?;
+    let feats = profile::stage("convnext", || {
+        model.hires_features(&Tensor::cat(&highs, 0)?)
+    })?;
+    let (dense, skips) = profile::stage("dense", || model.dense_features(&feats))?;
     let layout = RegionLayout::new(&proposals, &geometries);
     let k = layout.len();
     let region_boxes =
         Tensor::from_vec(layout.boxes.clone(), (k, 4), dev)?.to_dtype(model.dtype())?;
-    let region_tokens = if k > 0 {
-        model.region_tokens(
-            &feats,
-            &Tensor::from_vec(layout.rois.clone(), (k, 5), dev)?,
-            &Tensor::from_vec(layout.kinds.clone(), k, dev)?,
-            &region_boxes,
-        )?
-    } else {
-        Tensor::zeros((0, c.llm.hidden_size), model.dtype(), dev)?
-    };
+    let region_tokens = profile::stage("regions", || -> Result<Tensor> {
+        if k > 0 {
+            model.region_tokens(
+                &feats,
+                &Tensor::from_vec(layout.rois.clone(), (k, 5), dev)?,
+                &Tensor::from_vec(layout.kinds.clone(), k, dev)?,
+                &region_boxes,
+            )
+        } else {
+            Ok(Tensor::zeros((0, c.llm.hidden_size), model.dtype(), dev)?)
+        }
+    })?;
     Ok(EncodedBatch {
         sizes,
         geometries,
@@ -256,12 +264,9 @@ pub fn encode(model: &UniRes, image: &RgbImage, proposals: &Proposals) -> Result
     let mut enc = encode_batch(model, &[(image, proposals)])?.into_single()?;
     if model.prefix_cache() {
         let counts = (enc.proposals.objects.len(), enc.proposals.parts.len());
-        enc.prefix = Some(PromptPrefix::new(
-            model,
-            &enc.image_tokens,
-            &enc.region_tokens,
-            counts,
-        )?);
+        enc.prefix = Some(profile::stage("llm_prefix", || {
+            PromptPrefix::new(model, &enc.image_tokens, &enc.region_tokens, counts)
+        })?);
     }
     Ok(enc)
 }

@@ -21,7 +21,7 @@ pub use query::{prompt_query, Answered, QueryPrompt, QueryRegions, RegionRows};
 use crate::error::Result;
 use crate::model::unires::{HeadInputs, UniRes};
 use crate::ops::upsample::MaskResize;
-use crate::pipeline::{tensor_bytes, Encoded, Family, Segmenter};
+use crate::pipeline::{profile, tensor_bytes, Encoded, Family, Segmenter};
 use crate::types::{Granularity, Mask, Proposals, Segmentation};
 
 impl UniRes {
@@ -72,45 +72,53 @@ impl UniRes {
     ) -> Result<Segmentation> {
         let n_obj = enc.proposals.objects.len();
         let n_part = enc.proposals.parts.len();
-        let q = query::prompt_query(
-            self,
-            &enc.image_tokens,
-            &enc.region_tokens,
-            expression,
-            (n_obj, n_part),
-        )?;
+        let q = profile::stage("prompt", || {
+            query::prompt_query(
+                self,
+                &enc.image_tokens,
+                &enc.region_tokens,
+                expression,
+                (n_obj, n_part),
+            )
+        })?;
         let Answered {
             hidden,
             probs: granularity_probs,
             chosen,
             seg: seg_hidden,
-        } = query::answer_query(self, &q, granularity, enc.prefix.as_ref())?;
-        let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
-        let rows = query::region_rows(
-            self,
-            &hidden,
-            &[QueryRegions {
-                positions: &q.region_positions,
-                boxes: &enc.region_boxes,
-                n_objects: n_obj,
-                n_parts: n_part,
-                granularity: g,
-            }],
-        )?;
-        let valid = rows.valid.to_dtype(self.dtype())?;
-        let out = self.head(&HeadInputs {
-            seg_hidden: &seg_hidden,
-            region_hidden: &rows.hidden,
-            region_valid: &valid,
-            region_boxes: &rows.boxes,
-            dense: &enc.dense,
-            skips: (&enc.skips.0, &enc.skips.1),
-            compete: Some(&rows.compete),
-            forced: None,
+        } = profile::stage("llm_query", || {
+            query::answer_query(self, &q, granularity, enc.prefix.as_ref())
         })?;
-        let score = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
-            .squeeze(0)?
-            .to_scalar::<f32>()?;
+        let g = Granularity::from_index(chosen).unwrap_or(Granularity::Object);
+        let head = || -> Result<_> {
+            let rows = query::region_rows(
+                self,
+                &hidden,
+                &[QueryRegions {
+                    positions: &q.region_positions,
+                    boxes: &enc.region_boxes,
+                    n_objects: n_obj,
+                    n_parts: n_part,
+                    granularity: g,
+                }],
+            )?;
+            let valid = rows.valid.to_dtype(self.dtype())?;
+            let out = self.head(&HeadInputs {
+                seg_hidden: &seg_hidden,
+                region_hidden: &rows.hidden,
+                region_valid: &valid,
+                region_boxes: &rows.boxes,
+                dense: &enc.dense,
+                skips: (&enc.skips.0, &enc.skips.1),
+                compete: Some(&rows.compete),
+                forced: None,
+            })?;
+            let score = candle_nn::ops::sigmoid(&out.target_logit.to_dtype(DType::F32)?)?
+                .squeeze(0)?
+                .to_scalar::<f32>()?;
+            Ok((rows, out, score))
+        };
+        let (rows, out, score) = profile::stage("head", head)?;
         let (hh, ww) = (enc.height as usize, enc.width as usize);
         if score < no_target_threshold {
             return Ok(Segmentation {
@@ -128,22 +136,24 @@ impl UniRes {
             valid: (geo.resized_h, geo.resized_w),
             orig: (hh, ww),
         };
-        let mask = output::full_mask(&logits, &resize)?;
-        let select: Vec<f32> = if rows.width()? > 0 {
-            candle_nn::ops::sigmoid(&out.select_logits.to_dtype(DType::F32)?)?
-                .squeeze(0)?
-                .to_vec1()?
-        } else {
-            Vec::new()
-        };
-        let instances = output::instances(
-            &mask,
-            g,
-            score,
-            &enc.proposals,
-            &select,
-            self.config().instance_threshold,
-        );
+        let mask = profile::stage("upsample", || output::full_mask(&logits, &resize))?;
+        let instances = profile::stage("instances", || -> Result<_> {
+            let select: Vec<f32> = if rows.width()? > 0 {
+                candle_nn::ops::sigmoid(&out.select_logits.to_dtype(DType::F32)?)?
+                    .squeeze(0)?
+                    .to_vec1()?
+            } else {
+                Vec::new()
+            };
+            Ok(output::instances(
+                &mask,
+                g,
+                score,
+                &enc.proposals,
+                &select,
+                self.config().instance_threshold,
+            ))
+        })?;
         Ok(Segmentation {
             mask,
             instances,
