@@ -128,8 +128,7 @@ fn main() -> Res<()> {
         .collect();
     let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words)?;
     let t = Instant::now();
-    let (mut model, vars) = UniRes::fresh(&cfg, prompt, 5, a.dtype)?;
-    drop(vars);
+    let mut model = UniRes::seeded(&cfg, prompt, 5, a.dtype)?;
     let init_ms = ms(t.elapsed());
     let weights_mb = status_mb("VmRSS:");
     let threads = rayon::current_num_threads();

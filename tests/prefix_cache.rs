@@ -33,7 +33,7 @@ fn embedded() -> UniRes {
 /// (states without the structure training gave them).
 fn models() -> Vec<(&'static str, UniRes)> {
     let trained = embedded();
-    let (fresh, _) = UniRes::fresh(
+    let fresh = UniRes::seeded(
         trained.config(),
         trained.prompt_builder().clone(),
         11,

@@ -179,6 +179,37 @@ impl UniRes {
         Ok((model, varmap))
     }
 
+    /// A model of `cfg` with the weights [`UniRes::fresh`] draws from `seed`, for inference:
+    /// its tensors are plain (not training variables), so a forward pass records no
+    /// gradient graph and keeps no activations alive (benchmarks, tests at paper width).
+    pub fn seeded(
+        cfg: &UniResConfig,
+        prompt: PromptBuilder,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self> {
+        let varmap = VarMap::new();
+        let backend = SeededVarMap::new(varmap.clone(), seed);
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+        // Build once to draw every variable, then again from detached copies of them.
+        drop(Self::new(cfg, prompt.clone(), vb)?);
+        let tensors: std::collections::HashMap<String, Tensor> = {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::shape("seeded model", "poisoned variable map"))?;
+            data.iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                .collect()
+        };
+        drop(varmap);
+        Self::new(
+            cfg,
+            prompt,
+            VarBuilder::from_tensors(tensors, dtype, &Device::Cpu),
+        )
+    }
+
     pub fn config(&self) -> &UniResConfig {
         &self.cfg
     }
