@@ -58,7 +58,7 @@ What each stage builds (the Rust module it mirrors in brackets):
 Attention: transformers' default (sdpa) for CLIP, LLaMA and SAM. The Rust side computes the
 CLIP and LLaMA attention in f32 whatever the dtype; PyTorch keeps the dtype. The Rust side
 skips upsample and instances when the target score is below 0.5; here they always run (the
-Rust run at seed 5 reaches them). The second encoding of a round (prefix cache off) is not
+Rust f32 run at seed 5 reaches them). The second encoding of a round (prefix cache off) is not
 timed on either side; here the round's own features are reused for it.
 
 A stage whose op has no CPU kernel in the dtype runs that op in f32 and says so under
@@ -167,7 +167,7 @@ def cap_proposals(objects, parts, w, h):
     return objs, [c for c in map(clip, parts) if c][:MAX_PARTS]
 
 
-# ---------------------------------------------------------------- tokenizer (model/unires/prompt.rs)
+# ---------------------------------------------------------------- tokenizer (unires/prompt.rs)
 
 WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIAL = re.compile("(" + "|".join(map(re.escape, SPECIALS)) + ")")
@@ -331,8 +331,9 @@ class MaskDecoder(nn.Module):
         b, c, h, w = image.shape
         out = torch.cat([self.iou_token, self.mask_tokens], 0).to(sparse.dtype)
         tokens = torch.cat([out[None].expand(b, -1, -1), sparse], 1)
-        hs, keys = self.transformer(point_embeddings=tokens[:, None], image_embeddings=image + dense,
-                                    image_positional_embeddings=pe, attention_similarity=None)
+        hs, keys = self.transformer(
+            point_embeddings=tokens[:, None], image_embeddings=image + dense,
+            image_positional_embeddings=pe, attention_similarity=None)
         hs, keys = hs[:, 0], keys[:, 0]
         src = keys.transpose(1, 2).reshape(b, c, h, w)
         up = self.upscale_layer_norm(self.upscale_conv1(src)) + skips[0]
@@ -589,8 +590,9 @@ def bbox(m):
 
 def within_box(m, b):
     out = np.zeros_like(m)
-    x1, y1 = min(max(int(np.floor(b[0])), 0), m.shape[1]), min(max(int(np.floor(b[1])), 0), m.shape[0])
-    x2, y2 = min(max(int(np.ceil(b[2])), 0), m.shape[1]), min(max(int(np.ceil(b[3])), 0), m.shape[0])
+    (h, w), lo, hi = m.shape, np.floor(b[:2]), np.ceil(b[2:])
+    x1, y1 = (min(max(int(v), 0), n) for v, n in zip(lo, (w, h)))
+    x2, y2 = (min(max(int(v), 0), n) for v, n in zip(hi, (w, h)))
     out[y1:y2, x1:x2] = m[y1:y2, x1:x2]
     return out
 
