@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_e2e -- [--dtype f32|f16|bf16] [--json FILE]
-//!     [--layers N] [--rounds R]
+//!     [--quantize q8_0|q4k] [--layers N] [--rounds R]
 //! ```
 //!
 //! Each round encodes the image (vision blocks, region tokens and the prompt prefix through
@@ -28,7 +28,7 @@ use unires::pipeline::profile;
 use unires::pipeline::unires::EncodedImage;
 use unires::types::BoxXyxy;
 use unires::weights::parse_dtype;
-use unires::{Granularity, Proposals};
+use unires::{Granularity, Proposals, Quantization};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -40,6 +40,7 @@ const EXPRESSIONS: [&str; 3] = [
 
 struct Args {
     dtype: DType,
+    quantize: Option<Quantization>,
     json: Option<String>,
     layers: usize,
     rounds: usize,
@@ -48,6 +49,7 @@ struct Args {
 fn args() -> Res<Args> {
     let mut a = Args {
         dtype: DType::F32,
+        quantize: None,
         json: None,
         layers: 2,
         rounds: 2,
@@ -58,6 +60,7 @@ fn args() -> Res<Args> {
         match k.as_str() {
             "--dtype" => a.dtype = parse_dtype(&v()?)?,
             "--json" => a.json = Some(v()?),
+            "--quantize" => a.quantize = Some(v()?.parse()?),
             "--layers" => a.layers = v()?.parse()?,
             "--rounds" => a.rounds = v()?.parse::<usize>()?.max(1),
             other => return Err(format!("unknown argument {other}").into()),
@@ -129,6 +132,15 @@ fn main() -> Res<()> {
     let (prompt, _) = word_level_prompt(&cfg.prompt, &cfg.tokens, &cfg.limits, &words)?;
     let t = Instant::now();
     let mut model = UniRes::seeded(&cfg, prompt, 5, a.dtype)?;
+    if let Some(q) = a.quantize {
+        let r = model.quantize_llm(q)?;
+        eprintln!(
+            "LLM quantised to {q}: {} layers, {:.0} MiB -> {:.0} MiB",
+            r.layers,
+            r.bytes_before as f64 / 1048576.0,
+            r.bytes_after as f64 / 1048576.0
+        );
+    }
     let init_ms = ms(t.elapsed());
     let weights_mb = status_mb("VmRSS:");
     let threads = rayon::current_num_threads();
@@ -221,6 +233,7 @@ fn main() -> Res<()> {
         };
         let v = json!({
             "dtype": dtype,
+            "quantize": a.quantize.map(|q| q.as_str()),
             "threads": threads,
             "llm_layers": a.layers,
             "hires": cfg.hires.image_size,

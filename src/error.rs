@@ -163,6 +163,13 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A model family that has no quantised path.
+    #[error("the {family} model cannot be quantised: {reason}")]
+    UnsupportedQuantization {
+        family: &'static str,
+        reason: &'static str,
+    },
+
     /// An image encoded by one model family was given to another.
     #[error("an image encoded by the {got} model was given to the {expected} model")]
     WrongFamily {

@@ -52,7 +52,7 @@ pub mod train;
 pub mod types;
 pub mod weights;
 
-pub use config::UniResConfig;
+pub use config::{Quantization, UniResConfig};
 pub use error::{Error, Result};
 pub use model::unires::load::load;
 pub use model::unires::UniRes;

@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use common::TempDir;
@@ -44,26 +44,6 @@ fn expected() -> Expected {
         tensors,
         image,
     }
-}
-
-/// The published layout in `t`: the checkpoint fixture plus the tokenizer fixture
-/// (`added_tokens.json` only for the multitask variant).
-fn checkpoint(t: &TempDir, multitask: bool) -> PathBuf {
-    let dir = t.join("evf-sam-tiny");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ck = common::fixtures("evf_sam/tiny");
-    let tok = common::fixtures("tokenizer_spm");
-    std::fs::copy(ck.join("config.json"), dir.join("config.json")).unwrap();
-    std::fs::copy(ck.join("pytorch_model.bin"), dir.join("pytorch_model.bin")).unwrap();
-    std::fs::copy(
-        tok.join("sentencepiece.bpe.model"),
-        dir.join("sentencepiece.bpe.model"),
-    )
-    .unwrap();
-    if multitask {
-        std::fs::copy(tok.join("added_tokens.json"), dir.join("added_tokens.json")).unwrap();
-    }
-    dir
 }
 
 fn logits_mask(logits: &Tensor) -> (Mask, Vec<f32>) {
@@ -123,7 +103,7 @@ fn check_segmenter(seg: &dyn Segmenter, ex: &Expected) {
 fn the_published_layout_gives_the_reference_ids_logits_and_masks() {
     let ex = expected();
     let t = TempDir::new("evf-bin");
-    let dir = checkpoint(&t, true);
+    let dir = common::evf_checkpoint(&t, true);
     let model: EvfSamModel = load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
     assert!(model.multitask);
     let enc = model.encode_image(&ex.image).unwrap();
@@ -191,7 +171,7 @@ fn to_safetensors(bin_dir: &Path, out: &Path, shards: bool) {
 fn safetensors_single_and_sharded_load_like_the_pickle() {
     let ex = expected();
     let t = TempDir::new("evf-st");
-    let dir = checkpoint(&t, true);
+    let dir = common::evf_checkpoint(&t, true);
     for shards in [false, true] {
         let out = t.join(if shards { "sharded" } else { "single" });
         to_safetensors(&dir, &out, shards);
@@ -204,7 +184,7 @@ fn safetensors_single_and_sharded_load_like_the_pickle() {
 fn the_hub_layout_is_fetched_and_loaded() {
     let ex = expected();
     let t = TempDir::new("evf-hub");
-    let dir = checkpoint(&t, true);
+    let dir = common::evf_checkpoint(&t, true);
     let endpoint = common::weights::serve(vec![("acme/evf-sam-tiny", dir)]);
     let opts = HubOptions {
         cache_dir: Some(t.join("cache")),
@@ -227,7 +207,7 @@ fn the_hub_layout_is_fetched_and_loaded() {
 fn the_plain_checkpoint_refuses_parts_and_sends_multi_as_a_plain_expression() {
     let ex = expected();
     let t = TempDir::new("evf-plain");
-    let dir = checkpoint(&t, false);
+    let dir = common::evf_checkpoint(&t, false);
     let model = load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
     assert!(!model.multitask);
     assert!(matches!(
@@ -254,7 +234,7 @@ fn the_plain_checkpoint_refuses_parts_and_sends_multi_as_a_plain_expression() {
 fn bad_expressions_and_foreign_encodings_are_typed_errors() {
     let ex = expected();
     let t = TempDir::new("evf-bad");
-    let model = load_dir(&checkpoint(&t, true), &Device::Cpu, DType::F32).unwrap();
+    let model = load_dir(&common::evf_checkpoint(&t, true), &Device::Cpu, DType::F32).unwrap();
     let enc = model.encode(&ex.image, &Default::default()).unwrap();
     let g = Granularity::Object;
     assert!(matches!(
@@ -286,7 +266,7 @@ fn bad_expressions_and_foreign_encodings_are_typed_errors() {
 #[test]
 fn missing_files_are_typed_errors() {
     let t = TempDir::new("evf-missing");
-    let dir = checkpoint(&t, true);
+    let dir = common::evf_checkpoint(&t, true);
     std::fs::remove_file(dir.join("sentencepiece.bpe.model")).unwrap();
     let e = load_segmenter(&Source::Dir(dir.clone()), &Device::Cpu, DType::F32)
         .err()
@@ -296,7 +276,7 @@ fn missing_files_are_typed_errors() {
         "{e}"
     );
     let t2 = TempDir::new("evf-missing-w");
-    let dir = checkpoint(&t2, true);
+    let dir = common::evf_checkpoint(&t2, true);
     std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
     let e = load_segmenter(&Source::Dir(dir), &Device::Cpu, DType::F32)
         .err()
@@ -309,7 +289,7 @@ fn missing_files_are_typed_errors() {
 fn the_cli_segments_with_an_evf_sam_directory() {
     let ex = expected();
     let t = TempDir::new("evf-cli");
-    let dir = checkpoint(&t, true);
+    let dir = common::evf_checkpoint(&t, true);
     let out = t.join("mask.png");
     let json = t.join("out.json");
     let status = common::bin()

@@ -107,8 +107,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         None => None,
     };
     let stop = stop_on_signals()?;
-    let device = parse_device(&a.model.device)?;
-    let model = load_segmenter(&model_source(&a.model), &device, parse_dtype(&a.dtype)?)?;
+    let model = load_model(&a.model, parse_dtype(&a.dtype)?)?;
     let limits = ServeLimits {
         max_request_bytes: a.max_request_mb << 20,
         ..ServeLimits::default()
@@ -195,8 +194,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     use unires::eval::{self, DatasetKind, EvalOptions, Predictions};
     let dtype = parse_dtype(&a.dtype)?;
     if a.dataset.trim().eq_ignore_ascii_case("synthetic") {
-        let device = parse_device(&a.model.device)?;
-        let model = load_segmenter(&model_source(&a.model), &device, dtype)?;
+        let model = load_model(&a.model, dtype)?;
         let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
         opts.progress = !a.quiet;
         let start = std::time::Instant::now();
@@ -260,8 +258,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         }
         None => {
             use unires::ProposalSource;
-            let device = parse_device(&a.model.device)?;
-            let model = load_segmenter(&model_source(&a.model), &device, dtype)?;
+            let model = load_model(&a.model, dtype)?;
             let limits = unires::config::Limits::default();
             let search = unires::proposals::SelectiveSearch::default();
             eval::evaluate(ds.as_ref(), &opts, |s| {
@@ -306,6 +303,30 @@ struct ModelArgs {
     /// cpu, cuda[:N] or metal (GPUs need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Quantise the LLM's linear weights at load: q8_0 or q4k (UniRES++ only; see weights.md).
+    #[arg(long)]
+    quantize: Option<String>,
+}
+
+/// Loads the model `m` names onto its device in `dtype`, quantised when asked.
+fn load_model(m: &ModelArgs, dtype: DType) -> Result<Box<dyn unires::Segmenter>> {
+    let quantize = m
+        .quantize
+        .as_deref()
+        .map(str::parse::<unires::Quantization>)
+        .transpose()?;
+    let device = parse_device(&m.device)?;
+    let mut model = load_segmenter(&model_source(m), &device, dtype)?;
+    if let Some(q) = quantize {
+        let r = model.quantize(q)?;
+        eprintln!(
+            "quantised {} linear layers to {q}: {:.1} MiB -> {:.1} MiB",
+            r.layers,
+            r.bytes_before as f64 / 1048576.0,
+            r.bytes_after as f64 / 1048576.0
+        );
+    }
+    Ok(model)
 }
 
 #[derive(clap::Args)]
@@ -378,14 +399,12 @@ fn segment(args: SegmentArgs) -> Result<()> {
         }
         None => None,
     };
-    let source = model_source(&args.model);
     let dtype = match &args.dtype {
         Some(d) => parse_dtype(d)?,
         None if args.bf16 => DType::BF16,
         None => DType::F32,
     };
-    let device = parse_device(&args.model.device)?;
-    let model = load_segmenter(&source, &device, dtype)?;
+    let model = load_model(&args.model, dtype)?;
     let proposals = match boxes {
         Some(b) => b,
         None if model.uses_proposals() => {

@@ -12,6 +12,7 @@
 mod components;
 mod evf_sam;
 mod presets;
+mod quant;
 mod validate;
 mod wire;
 
@@ -26,6 +27,7 @@ pub use components::{
 };
 pub use evf_sam::{Beit3Config, EvfSamConfig, SamDecoderSpec, SamImageEncoderConfig};
 pub use presets::{CLIP_MEAN, CLIP_STD};
+pub use quant::Quantization;
 
 /// The schema version this build reads and writes.
 pub const CONFIG_VERSION: u32 = 1;

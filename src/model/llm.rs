@@ -24,7 +24,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::config::{Activation, LlamaConfig};
+use crate::config::{Activation, LlamaConfig, Quantization};
 use crate::error::{Error, Result};
 use crate::model::init::INIT_STD;
 use crate::model::nn::{activation, attention_f32, Linear, RmsNorm};
@@ -103,6 +103,17 @@ impl KvCache {
         *slot = Some((k.clone(), v.clone()));
         Ok((k, v))
     }
+}
+
+/// What [`Llama::quantize`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantReport {
+    pub format: Quantization,
+    /// Linear layers quantised.
+    pub layers: usize,
+    /// Their weights' bytes before and after.
+    pub bytes_before: usize,
+    pub bytes_after: usize,
 }
 
 /// What [`Llama::forward_hidden_states`] returns: HF's `hidden_states` tuple and
@@ -300,6 +311,32 @@ struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
+    fn linears(&self) -> [(&'static str, &Linear); 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("q_proj", &mut a.q_proj),
+            ("k_proj", &mut a.k_proj),
+            ("v_proj", &mut a.v_proj),
+            ("o_proj", &mut a.o_proj),
+            ("gate_proj", &mut m.gate_proj),
+            ("up_proj", &mut m.up_proj),
+            ("down_proj", &mut m.down_proj),
+        ]
+    }
+
     fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
@@ -403,6 +440,49 @@ impl Llama {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Quantises the weights of every decoder layer's linear maps (attention q/k/v/o and the
+    /// MLP) to `format`; embeddings, norms and `lm_head` stay as they are. Hidden states keep
+    /// the model's dtype. All layers are checked before any is changed.
+    pub fn quantize(&mut self, format: Quantization) -> Result<QuantReport> {
+        let mut report = QuantReport {
+            format,
+            layers: 0,
+            bytes_before: 0,
+            bytes_after: 0,
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, l) in layer.linears() {
+                let in_dim = l
+                    .weight()
+                    .map(|w| w.dims2())
+                    .transpose()?
+                    .map_or(0, |d| d.1);
+                if l.quantization().is_some() || in_dim % format.block_size() != 0 {
+                    return Err(Error::Config {
+                        what: format!("llm layer {i} {name}"),
+                        reason: match l.quantization() {
+                            Some(q) => format!("already quantised ({q})"),
+                            None => format!(
+                                "input width {in_dim} is not a multiple of {}, the block size \
+                                 of {format}",
+                                format.block_size()
+                            ),
+                        },
+                    });
+                }
+            }
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, l) in layer.linears_mut() {
+                let (b, a) = l.quantize(format, &format!("llm layer {i} {name}"))?;
+                report.layers += 1;
+                report.bytes_before += b;
+                report.bytes_after += a;
+            }
+        }
+        Ok(report)
     }
 
     pub fn hidden_size(&self) -> usize {

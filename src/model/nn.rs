@@ -8,17 +8,29 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::config::Activation;
+use crate::config::{Activation, Quantization};
 use crate::error::{Error, Result};
 use crate::ops::attention::{attention, AttnMask};
 
 // The softmax lives with the attention op, which needs it and sits below the model layer.
 pub use crate::ops::attention::softmax_last_dim;
 
-/// `y = x Wᵀ + b`, weights named `weight`/`bias` as in PyTorch.
+/// `y = x Wᵀ + b`, weights named `weight`/`bias` as in PyTorch; the weight may be quantised
+/// after loading ([`Linear::quantize`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: candle_nn::Linear,
+    inner: LinearWeight,
+}
+
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    Dense(candle_nn::Linear),
+    /// A GGML block-quantised weight (`out × in`) and the bias kept as it was.
+    Quantized {
+        weight: candle_core::quantized::QMatMul,
+        bias: Option<Tensor>,
+        format: Quantization,
+    },
 }
 
 impl Linear {
@@ -28,19 +40,85 @@ impl Linear {
         } else {
             candle_nn::linear_no_bias(in_dim, out_dim, vb)?
         };
-        Ok(Self { inner })
+        Ok(Self {
+            inner: LinearWeight::Dense(inner),
+        })
     }
 
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
+    /// The full-precision weight (`None` once quantised).
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.inner {
+            LinearWeight::Dense(l) => Some(l.weight()),
+            LinearWeight::Quantized { .. } => None,
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
-        self.inner.bias()
+        match &self.inner {
+            LinearWeight::Dense(l) => l.bias(),
+            LinearWeight::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+
+    /// The block format of the weight, if quantised.
+    pub fn quantization(&self) -> Option<Quantization> {
+        match &self.inner {
+            LinearWeight::Dense(_) => None,
+            LinearWeight::Quantized { format, .. } => Some(*format),
+        }
+    }
+
+    /// Replaces the weight by its `format` block quantisation (computed on the CPU, stored on
+    /// the weight's device) and returns the weight's bytes before and after. The input width
+    /// must be a multiple of the format's block size. Inference only: a quantised layer has
+    /// no gradient.
+    pub fn quantize(&mut self, format: Quantization, name: &str) -> Result<(usize, usize)> {
+        let LinearWeight::Dense(l) = &self.inner else {
+            return Err(Error::Config {
+                what: name.into(),
+                reason: "the layer is already quantised".into(),
+            });
+        };
+        let w = l.weight();
+        let (_, in_dim) = w.dims2()?;
+        if in_dim % format.block_size() != 0 {
+            return Err(Error::Config {
+                what: name.into(),
+                reason: format!(
+                    "input width {in_dim} is not a multiple of {}, the block size of {format}",
+                    format.block_size()
+                ),
+            });
+        }
+        let ggml = match format {
+            Quantization::Q8_0 => candle_core::quantized::GgmlDType::Q8_0,
+            Quantization::Q4K => candle_core::quantized::GgmlDType::Q4K,
+        };
+        let before = w.elem_count() * w.dtype().size_in_bytes();
+        let cpu = w.to_device(&candle_core::Device::Cpu)?;
+        let q = candle_core::quantized::QTensor::quantize_onto(&cpu, ggml, w.device())?;
+        let after = q.storage_size_in_bytes();
+        self.inner = LinearWeight::Quantized {
+            weight: candle_core::quantized::QMatMul::from_qtensor(q)?,
+            bias: l.bias().cloned(),
+            format,
+        };
+        Ok((before, after))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.forward(x)?)
+        match &self.inner {
+            LinearWeight::Dense(l) => Ok(l.forward(x)?),
+            LinearWeight::Quantized { weight, bias, .. } => {
+                // The block kernels take a contiguous input and return f32.
+                let dtype = x.dtype();
+                let y = weight.forward(&x.contiguous()?)?.to_dtype(dtype)?;
+                Ok(match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                })
+            }
+        }
     }
 }
 

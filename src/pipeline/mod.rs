@@ -16,8 +16,9 @@ use std::any::Any;
 use candle_core::{DType, Device};
 use image::RgbImage;
 
-use crate::config::Limits;
+use crate::config::{Limits, Quantization};
 use crate::error::{Error, Result};
+use crate::model::llm::QuantReport;
 use crate::types::{Granularity, Proposals, Segmentation};
 use crate::weights::hub::HubOptions;
 use crate::weights::source::{read_config, Source};
@@ -174,6 +175,17 @@ pub trait Segmenter: Send + Sync {
     /// EVF-SAM, takes an empty set and callers can skip computing them).
     fn uses_proposals(&self) -> bool {
         true
+    }
+
+    /// Quantises the model's large linear weights to `format` for inference (UniRES++: the
+    /// LLM's decoder layers). A family without a quantised path says so with
+    /// [`Error::UnsupportedQuantization`].
+    fn quantize(&mut self, format: Quantization) -> Result<QuantReport> {
+        let _ = format;
+        Err(Error::UnsupportedQuantization {
+            family: self.family().as_str(),
+            reason: "this family has no quantised path",
+        })
     }
 
     /// Encodes an image and its proposals (original pixel coordinates).

@@ -95,3 +95,23 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The published layout in `t`: the checkpoint fixture plus the tokenizer fixture
+/// (`added_tokens.json` only for the multitask variant).
+pub fn evf_checkpoint(t: &TempDir, multitask: bool) -> PathBuf {
+    let dir = t.join("evf-sam-tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = fixtures("evf_sam/tiny");
+    let tok = fixtures("tokenizer_spm");
+    std::fs::copy(ck.join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(ck.join("pytorch_model.bin"), dir.join("pytorch_model.bin")).unwrap();
+    std::fs::copy(
+        tok.join("sentencepiece.bpe.model"),
+        dir.join("sentencepiece.bpe.model"),
+    )
+    .unwrap();
+    if multitask {
+        std::fs::copy(tok.join("added_tokens.json"), dir.join("added_tokens.json")).unwrap();
+    }
+    dir
+}

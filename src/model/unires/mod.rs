@@ -38,11 +38,11 @@ pub mod region;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::config::{Activation, UniResConfig};
+use crate::config::{Activation, Quantization, UniResConfig};
 use crate::error::{Error, Result};
 use crate::model::hires::ConvNextModel;
 use crate::model::init::SeededVarMap;
-use crate::model::llm::Llama;
+use crate::model::llm::{Llama, QuantReport};
 use crate::model::mask_decoder::{PromptEncoder, SamMaskDecoder};
 use crate::model::vision::ClipVisionModel;
 use crate::types::Granularity;
@@ -237,6 +237,13 @@ impl UniRes {
     /// query prefills its whole prompt; results are the same either way.
     pub fn set_prefix_cache(&mut self, on: bool) {
         self.prefix_cache = on;
+    }
+
+    /// Quantises the LLM's decoder-layer linear weights to `format` (see
+    /// [`Llama::quantize`]); the image side, the heads and the LLM's embeddings stay in the
+    /// model's dtype. Inference only.
+    pub fn quantize_llm(&mut self, format: Quantization) -> Result<QuantReport> {
+        self.llm.quantize(format)
     }
 
     /// The LLM (token embeddings, the causal stack and the answer-token logits).

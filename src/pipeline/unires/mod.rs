@@ -18,7 +18,9 @@ pub use encode::{
 pub use prefix::PromptPrefix;
 pub use query::{prompt_query, Answered, QueryPrompt, QueryRegions, RegionRows};
 
+use crate::config::Quantization;
 use crate::error::Result;
+use crate::model::llm::QuantReport;
 use crate::model::unires::{HeadInputs, UniRes};
 use crate::ops::upsample::MaskResize;
 use crate::pipeline::{profile, tensor_bytes, Encoded, Family, Segmenter};
@@ -175,6 +177,10 @@ impl Segmenter for UniRes {
 
     fn no_target_threshold(&self) -> f32 {
         self.config().no_target_threshold
+    }
+
+    fn quantize(&mut self, format: Quantization) -> Result<QuantReport> {
+        self.quantize_llm(format)
     }
 
     fn encode(&self, image: &RgbImage, proposals: &Proposals) -> Result<Encoded> {
