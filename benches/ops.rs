@@ -385,6 +385,54 @@ fn torch_times(dev: &Device) -> Res<HashMap<String, f64>> {
         .unwrap_or_default())
 }
 
+/// The MLP's first layer with its activation: `Linear::forward_act` (matmul, then bias and
+/// activation in one in-place parallel pass) against `activation(forward(x))` (candle's
+/// bias add and activation, each a single-threaded pass into a fresh tensor).
+fn linear_act_rows(t: &Table) -> Res<()> {
+    use unires::config::Activation;
+    use unires::model::nn::{activation, Linear};
+    let cases = [
+        ("ConvNeXt-L stage 1", 192 * 192, 192, 768, Activation::Gelu),
+        ("ConvNeXt-L stage 3", 48 * 48, 768, 3072, Activation::Gelu),
+        ("CLIP ViT-L/14-336", 577, 1024, 4096, Activation::QuickGelu),
+    ];
+    for (name, rows, k, n, act) in cases {
+        let key = format!("linear+{} {name} {rows}x{k}->{n}", act_name(act));
+        if !t.wants(&key) {
+            continue;
+        }
+        let mut map = HashMap::new();
+        map.insert("weight".to_string(), (t.randn(&[n, k], 11)? * 0.03)?);
+        map.insert("bias".to_string(), t.randn(&[n], 12)?);
+        let vb = candle_nn::VarBuilder::from_tensors(map, candle_core::DType::F32, &t.dev);
+        let lin = Linear::new(k, n, true, vb)?;
+        let x = t.randn(&[1, rows, k], 13)?;
+        let ours = t.timed(|| {
+            lin.forward_act(&x, act)?;
+            Ok(())
+        })?;
+        let plain = t.timed(|| {
+            activation(&lin.forward(&x)?, act)?;
+            Ok(())
+        })?;
+        t.row(
+            &key,
+            ours,
+            &[("linear then activation", plain)],
+            &[("eager", key.clone())],
+        );
+    }
+    Ok(())
+}
+
+fn act_name(a: unires::config::Activation) -> &'static str {
+    match a {
+        unires::config::Activation::QuickGelu => "quick_gelu",
+        unires::config::Activation::Gelu => "gelu",
+        _ => "act",
+    }
+}
+
 fn main() -> Res<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let dev = parse_device(&std::env::var("UNIRES_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
@@ -407,6 +455,7 @@ fn main() -> Res<()> {
     upsample_rows(&t)?;
     roi_rows(&t)?;
     dwconv_rows(&t)?;
+    linear_act_rows(&t)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load after: {}", load.trim());
     Ok(())

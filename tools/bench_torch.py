@@ -95,6 +95,24 @@ def roi_rows(out):
         lambda: torch.autograd.grad(y, x, go, retain_graph=True))
 
 
+def linear_act_rows(out):
+    cases = [
+        ("ConvNeXt-L stage 1", 192 * 192, 192, 768, "gelu"),
+        ("ConvNeXt-L stage 3", 48 * 48, 768, 3072, "gelu"),
+        ("CLIP ViT-L/14-336", 577, 1024, 4096, "quick_gelu"),
+    ]
+    for name, rows, k, n, act in cases:
+        g = torch.Generator().manual_seed(11)
+        w = randn(n, k, generator=g) * 0.03
+        b = randn(n, generator=g)
+        x = randn(1, rows, k, generator=g)
+        if act == "gelu":
+            fn = lambda: F.gelu(F.linear(x, w, b))
+        else:
+            fn = lambda: (lambda h: h * torch.sigmoid(1.702 * h))(F.linear(x, w, b))
+        out[f"linear+{act} {name} {rows}x{k}->{n}"] = timed(fn)
+
+
 def dwconv_rows(out):
     for c, s in [(192, 128), (1536, 16)]:
         g = torch.Generator().manual_seed(0)
@@ -131,6 +149,7 @@ def main():
     with torch.no_grad():
         attention_rows(out)
         upsample_rows(out)
+        linear_act_rows(out)
     roi_rows(out)
     dwconv_rows(out)
     if "--table" in sys.argv:

@@ -22,7 +22,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Activation, ConvNextConfig};
 use crate::error::{Error, Result};
-use crate::model::nn::{activation, patch_conv2d, LayerNorm, Linear};
+use crate::model::nn::{patch_conv2d, LayerNorm, Linear};
 use crate::ops::dwconv::depthwise_conv2d;
 
 /// The eps HF hard-codes for every LayerNorm except the final pooled one.
@@ -133,7 +133,7 @@ impl ConvNextLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = depthwise_conv2d(x, &self.dw_weight, Some(&self.dw_bias), DW_KERNEL / 2)?;
         let y = self.layernorm.forward(&to_channels_last(&y)?)?;
-        let y = activation(&self.pwconv1.forward(&y)?, self.act)?;
+        let y = self.pwconv1.forward_act(&y, self.act)?;
         let mut y = self.pwconv2.forward(&y)?;
         if let Some(g) = &self.layer_scale {
             y = y.broadcast_mul(g)?;

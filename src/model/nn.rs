@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use crate::config::{Activation, Quantization};
 use crate::error::{Error, Result};
 use crate::ops::attention::{attention, AttnMask};
+use crate::ops::bias_act::bias_act;
 
 // The softmax lives with the attention op, which needs it and sits below the model layer.
 pub use crate::ops::attention::softmax_last_dim;
@@ -104,6 +105,32 @@ impl Linear {
             format,
         };
         Ok((before, after))
+    }
+
+    /// `act(x Wᵀ + b)`. At inference on the CPU the bias add and the activation run as one
+    /// in-place pass over the matmul output ([`crate::ops::bias_act`]); otherwise (training,
+    /// no bias, a quantised weight, another device) this is `activation(forward(x))`.
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match &self.inner {
+            LinearWeight::Dense(l)
+                if x.device().is_cpu() && !x.track_op() && !l.weight().track_op() =>
+            {
+                let Some(bias) = l.bias() else {
+                    return activation(&self.forward(x)?, act);
+                };
+                let w = l.weight();
+                let dims = x.dims();
+                let (k, n) = (dims.last().copied().unwrap_or(0), w.dim(0)?);
+                let rows = x.elem_count() / k.max(1);
+                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+                let mut out = dims.to_vec();
+                if let Some(last) = out.last_mut() {
+                    *last = n;
+                }
+                Ok(bias_act(y, bias, act)?.reshape(out)?)
+            }
+            _ => activation(&self.forward(x)?, act),
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

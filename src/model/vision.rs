@@ -25,7 +25,7 @@ use candle_nn::VarBuilder;
 use crate::config::{Activation, ClipVisionConfig, SelectFeature};
 use crate::error::{Error, Result};
 use crate::model::init::INIT_STD;
-use crate::model::nn::{activation, attention_f32, patch_conv2d, LayerNorm, Linear};
+use crate::model::nn::{attention_f32, patch_conv2d, LayerNorm, Linear};
 use crate::ops::attention::AttnMask;
 
 /// Everything HF's `CLIPVisionModel` returns with `output_hidden_states=True`.
@@ -232,8 +232,7 @@ impl ClipMlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2
-            .forward(&activation(&self.fc1.forward(x)?, self.act)?)
+        self.fc2.forward(&self.fc1.forward_act(x, self.act)?)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod attention;
 mod attention_cpu;
+pub mod bias_act;
 pub(crate) mod cpu;
 pub mod dwconv;
 mod params;
@@ -18,6 +19,7 @@ mod cuda;
 mod metal;
 
 pub use attention::{attention, attention_fused, attention_plain, AttnMask};
+pub use bias_act::{bias_act, bias_act_plain};
 pub use dwconv::{depthwise_conv2d, depthwise_conv2d_backward};
 pub use roi_align::{roi_align, roi_align_backward, RoiAlign};
 pub use upsample::{
