@@ -4,6 +4,7 @@
 //! - this file: fixture paths, the test device, temporary directories, the `unires` binary;
 //! - [`tensors`]: seeded inputs and tensor comparisons;
 //! - [`eval`]: the benchmark fixture cases of tests/fixtures/eval;
+//! - [`scenes`]: the shipped showcase scenes (examples/scenes) and a model's answers on them;
 //! - `serve`: running `unires serve --stdio` on request lines;
 //! - [`weights`]: the weights fixtures (micro configuration, layouts, a local hub).
 
@@ -11,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod eval;
+pub mod scenes;
 #[cfg(all(feature = "serve", feature = "cli"))]
 pub mod serve;
 pub mod tensors;
