@@ -1,5 +1,6 @@
 //! Benchmark of the custom ops, side by side with the plain candle compositions and
-//! (optionally) PyTorch on the same shapes and device. Prints one table; BENCHMARKS.md
+//! (optionally) PyTorch on the same shapes and device, and of the model's dense convolutions
+//! (`model::nn::Conv2d`) per dtype against the other routes. Prints one table; BENCHMARKS.md
 //! records it.
 //!
 //! ```text
@@ -20,7 +21,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use unires::model::nn::{conv2d_im2col, Conv2d};
 use unires::ops::attention::{attention_fused, attention_plain, AttnMask};
 use unires::ops::dwconv::{depthwise_conv2d, depthwise_conv2d_backward, depthwise_conv2d_shifted};
 use unires::ops::roi_align::{roi_align, roi_align_backward, RoiAlign};
@@ -344,6 +346,80 @@ fn dwconv_rows(t: &Table) -> Res<()> {
     Ok(())
 }
 
+/// The dense convolutions of the UniRES++ heads at `base` scale (`model::nn::Conv2d`): the
+/// neck's 1×1 (768 → 256) and 3×3 (256 → 256) on the stride-16 grid of a 768 input, and a
+/// stride-4 1×1 projection, in each dtype, against the alternatives for that dtype: candle's
+/// `conv2d` where it runs, im2col and one product, or candle's `conv2d` in f32 with casts.
+fn conv_rows(t: &Table) -> Res<()> {
+    let f32 = DType::F32;
+    for (c, o, k, s) in [(768, 256, 1, 48), (192, 32, 1, 192), (256, 256, 3, 48)] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let key = format!("conv2d {k}x{k} c{c}→{o} {s}x{s} {dtype:?}").to_lowercase();
+            if !t.wants(&key) {
+                continue;
+            }
+            let x = t.randn(&[1, c, s, s], 12)?.to_dtype(dtype)?;
+            let w = t
+                .randn(&[o, c, k, k], 13)?
+                .affine(0.05, 0.0)?
+                .to_dtype(dtype)?;
+            let p = k / 2;
+            let conv = Conv2d::from_tensors(w.clone(), None, p)?;
+            let ours = t.timed(|| {
+                conv.forward(&x)?;
+                Ok(())
+            })?;
+            let im2col = t.timed(|| {
+                conv2d_im2col(&x, &w, p)?;
+                Ok(())
+            })?;
+            let via_f32 = t.timed(|| {
+                x.to_dtype(f32)?
+                    .conv2d(&w.to_dtype(f32)?, p, 1, 1, 1)?
+                    .to_dtype(dtype)?;
+                Ok(())
+            })?;
+            let mut others = vec![("im2col + product", im2col)];
+            if dtype == f32 {
+                others.push(("candle conv2d", via_f32));
+            } else {
+                others.push(("candle conv2d in f32 + casts", via_f32));
+            }
+            if dtype == DType::F16 || !t.dev.is_cpu() {
+                let direct = t.timed(|| {
+                    x.conv2d(&w, p, 1, 1, 1)?;
+                    Ok(())
+                })?;
+                others.push(("candle conv2d", direct));
+            }
+            t.row(&key, ours, &others, &[]);
+            if dtype == f32 && t.wants(&format!("{key} loss.backward()")) {
+                // Training: the same gradients through candle's autograd.
+                let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+                let go = t.randn(&[1, o, s, s], 14)?;
+                let conv = Conv2d::from_tensors(wv.as_tensor().clone(), None, p)?;
+                let loss = (conv.forward(&xv)? * &go)?.sum_all()?;
+                let ours = t.timed(|| {
+                    loss.backward()?;
+                    Ok(())
+                })?;
+                let loss_ref = (xv.conv2d(&wv, p, 1, 1, 1)? * &go)?.sum_all()?;
+                let candle = t.timed(|| {
+                    loss_ref.backward()?;
+                    Ok(())
+                })?;
+                t.row(
+                    &format!("{key} loss.backward()"),
+                    ours,
+                    &[("candle conv2d", candle)],
+                    &[],
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs tools/bench_torch.py with the interpreter named by `UNIRES_BENCH_PYTHON`, on the
 /// same kind of device (`--device cuda` for CUDA, `--device mps` for Metal).
 fn torch_times(dev: &Device) -> Res<HashMap<String, f64>> {
@@ -456,6 +532,7 @@ fn main() -> Res<()> {
     roi_rows(&t)?;
     dwconv_rows(&t)?;
     linear_act_rows(&t)?;
+    conv_rows(&t)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load after: {}", load.trim());
     Ok(())

@@ -1,5 +1,5 @@
-//! Small shared building blocks (linear, norms, activations, softmax, f32 attention, patchify
-//! convolution) used by every model file.
+//! Small shared building blocks (linear, norms, activations, softmax, f32 attention,
+//! convolutions) used by every model file.
 //!
 //! Norms and softmax take candle's fused kernels at inference time and a differentiable
 //! composition of elementary ops when the input tracks gradients (training), because the
@@ -302,6 +302,164 @@ pub fn patch_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resul
         y = y.broadcast_add(bias)?;
     }
     Ok(y.reshape((b, gh, gw, o))?)
+}
+
+/// A stride-1 2-D convolution with symmetric zero padding (`nn.Conv2d(c_in, c_out, k,
+/// padding=p)`), keys `weight` `(O, C, k, k)` and `bias` `(O)` as in PyTorch.
+///
+/// Routed so that every dtype runs on every device, and differentiable on every path:
+/// - 1×1 without padding: one product `W (O, C) · x (B, C, H·W)`, on every device and in
+///   every dtype (no im2col copy);
+/// - k×k on the CPU: im2col and one product ([`conv2d_im2col`]), in every dtype: candle's CPU
+///   `conv2d` has no bf16 kernel, and is slower in f32 and f16 as well (BENCHMARKS.md);
+/// - k×k on a GPU: candle's `conv2d`, which has kernels for every float dtype there.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Fresh variables as PyTorch's (and candle's) `Conv2d` initialises them: Kaiming-normal
+    /// weight, bias `U(±1/√c_in)`.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        padding: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (c_out, c_in, kernel, kernel),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if bias {
+            let bound = 1.0 / (c_in as f64).sqrt();
+            Some(vb.get_with_hints(
+                c_out,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Self::from_tensors(weight, bias, padding)
+    }
+
+    /// From a `(O, C, kh, kw)` weight and an optional `(O)` bias.
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, padding: usize) -> Result<Self> {
+        let (o, _, kh, kw) = weight.dims4()?;
+        if kh == 0 || kw == 0 || bias.as_ref().is_some_and(|b| b.dims() != [o]) {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "weight {:?} with bias {:?}: need (O, C, kh ≥ 1, kw ≥ 1) and (O)",
+                    weight.dims(),
+                    bias.as_ref().map(|b| b.dims().to_vec())
+                ),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            padding,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `(B, C, H, W)` → `(B, O, H + 2p − kh + 1, W + 2p − kw + 1)`, in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (o, c, kh, kw) = self.weight.dims4()?;
+        let (_, xc, h, w) = x.dims4()?;
+        let p = self.padding;
+        if xc != c || h + 2 * p < kh || w + 2 * p < kw {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "input {:?} for weight {:?}, padding {p}",
+                    x.dims(),
+                    self.weight.dims()
+                ),
+            ));
+        }
+        let y = if kh == 1 && kw == 1 && p == 0 {
+            conv2d_1x1(x, &self.weight)?
+        } else if x.device().is_cpu() {
+            conv2d_im2col(x, &self.weight, p)?
+        } else {
+            x.conv2d(&self.weight, p, 1, 1, 1)?
+        };
+        match &self.bias {
+            Some(b) => Ok(y.broadcast_add(&b.reshape((1, o, 1, 1))?)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `W (O, C) · x (B, C, H·W)`: a 1×1 convolution without bias.
+fn conv2d_1x1(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let o = weight.dim(0)?;
+    let wm = weight.reshape((o, c))?;
+    let y = if b == 1 {
+        wm.matmul(&x.reshape((c, h * w))?)?
+    } else {
+        wm.broadcast_matmul(&x.reshape((b, c, h * w))?)?
+    };
+    Ok(y.reshape((b, o, h, w))?)
+}
+
+/// A stride-1 convolution without bias as im2col and one product: the `kh·kw` shifted views
+/// of the zero-padded input stacked as `(B, C·kh·kw, Ho·Wo)` columns (the weight's own
+/// `(c, ky, kx)` order), then `W (O, C·kh·kw) · cols`. Elementary ops only, so any dtype a
+/// product runs in, and differentiable.
+pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, wc, kh, kw) = weight.dims4()?;
+    let p = padding;
+    if wc != c || kh == 0 || kw == 0 || h + 2 * p < kh || w + 2 * p < kw {
+        return Err(Error::shape(
+            "conv2d_im2col",
+            format!(
+                "input {:?} for weight {:?}, padding {p}",
+                x.dims(),
+                weight.dims()
+            ),
+        ));
+    }
+    let (ho, wo) = (h + 2 * p + 1 - kh, w + 2 * p + 1 - kw);
+    let padded = if p > 0 {
+        x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+    } else {
+        x.clone()
+    };
+    let mut taps = Vec::with_capacity(kh * kw);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            taps.push(padded.narrow(2, ky, ho)?.narrow(3, kx, wo)?);
+        }
+    }
+    let cols = Tensor::stack(&taps, 2)?.reshape((b, c * kh * kw, ho * wo))?;
+    let wm = weight.reshape((o, c * kh * kw))?;
+    let y = if b == 1 {
+        wm.matmul(&cols.squeeze(0)?)?
+    } else {
+        wm.broadcast_matmul(&cols)?
+    };
+    Ok(y.reshape((b, o, ho, wo))?)
 }
 
 /// Test helper: every variable of `varmap` got a finite, non-zero gradient from `loss`.

@@ -4,7 +4,7 @@
 //! - this file: fixture paths, the test device, temporary directories, the `unires` binary;
 //! - [`tensors`]: seeded inputs and tensor comparisons;
 //! - [`eval`]: the benchmark fixture cases of tests/fixtures/eval;
-//! - [`scenes`]: the showcase scenes of examples/scenes with their annotated queries;
+//! - [`scenes`]: the shipped showcase scenes (examples/scenes) and a model's answers on them;
 //! - `serve`: running `unires serve --stdio` on request lines;
 //! - [`weights`]: the weights fixtures (micro configuration, layouts, a local hub).
 

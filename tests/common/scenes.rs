@@ -64,3 +64,25 @@ pub fn scene(name: &'static str) -> Scene {
         queries,
     }
 }
+
+/// [`all`], under the name the dtype tests use.
+pub fn showcase() -> Vec<Scene> {
+    all()
+}
+
+/// `model`'s answer to every query of every scene under `granularity` (one encoding per
+/// scene), in the order of the scenes and their queries.
+pub fn segment_all(
+    model: &unires::UniRes,
+    scenes: &[Scene],
+    granularity: Granularity,
+) -> Vec<unires::Segmentation> {
+    let mut out = Vec::new();
+    for s in scenes {
+        let enc = model.encode(&s.image, &s.proposals).unwrap();
+        for q in &s.queries {
+            out.push(model.segment(&enc, &q.expression, granularity).unwrap());
+        }
+    }
+    out
+}

@@ -5,11 +5,11 @@
 //! `mm_projector.2` is [`Mlp2::fc2`]).
 
 use candle_core::Tensor;
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::Activation;
 use crate::error::Result;
-use crate::model::nn::{activation, LayerNorm2d, Linear};
+use crate::model::nn::{activation, Conv2d, LayerNorm2d, Linear};
 
 /// `nn.Sequential(Linear, act, Linear)`: keys `0.*` and `2.*` (the activation has no weights).
 #[derive(Debug, Clone)]
@@ -85,14 +85,10 @@ pub struct Neck {
 
 impl Neck {
     pub fn new(c_in: usize, d: usize, vb: VarBuilder) -> Result<Self> {
-        let nb = Conv2dConfig::default();
-        let conv1 = candle_nn::conv2d_no_bias(c_in, d, 1, nb, vb.pp("conv1"))?;
-        let conv2 =
-            candle_nn::conv2d_no_bias(d, d, 3, Conv2dConfig { padding: 1, ..nb }, vb.pp("conv2"))?;
         Ok(Self {
-            conv1,
+            conv1: Conv2d::new(c_in, d, 1, 0, false, vb.pp("conv1"))?,
             layer_norm1: LayerNorm2d::new(d, 1e-6, vb.pp("layer_norm1"))?,
-            conv2,
+            conv2: Conv2d::new(d, d, 3, 1, false, vb.pp("conv2"))?,
             layer_norm2: LayerNorm2d::new(d, 1e-6, vb.pp("layer_norm2"))?,
         })
     }
@@ -115,10 +111,9 @@ pub struct SkipProj {
 
 impl SkipProj {
     pub fn new(c8: usize, c4: usize, d: usize, vb: VarBuilder) -> Result<Self> {
-        let c = Conv2dConfig::default();
         Ok(Self {
-            stride8: candle_nn::conv2d(c8, d / 4, 1, c, vb.pp("0"))?,
-            stride4: candle_nn::conv2d(c4, d / 8, 1, c, vb.pp("1"))?,
+            stride8: Conv2d::new(c8, d / 4, 1, 0, true, vb.pp("0"))?,
+            stride4: Conv2d::new(c4, d / 8, 1, 0, true, vb.pp("1"))?,
         })
     }
 

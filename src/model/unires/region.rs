@@ -9,11 +9,11 @@
 //! `box_proj` maps `[sin, cos](2^f π c)` of the four normalised coordinates to `H`.
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::RegionConfig;
 use crate::error::{Error, Result};
-use crate::model::nn::Linear;
+use crate::model::nn::{Conv2d, Linear};
 use crate::ops::roi_align::{roi_align, RoiAlign};
 
 /// The region encoder.
@@ -61,11 +61,12 @@ impl RegionEncoder {
                 what: "region".into(),
                 reason: format!("level {l} but hires has {} stages", hires_dims.len()),
             })?;
-            level_proj.push(candle_nn::conv2d(
+            level_proj.push(Conv2d::new(
                 c,
                 cfg.dim,
                 1,
-                Conv2dConfig::default(),
+                0,
+                true,
                 vb.pp(format!("level_proj.{i}")),
             )?);
             strides.push((patch_size << l) as f32);
@@ -100,7 +101,7 @@ impl RegionEncoder {
                 let f = feats.get(l).ok_or_else(|| {
                     Error::shape("region encoder", format!("no feature level {l}"))
                 })?;
-                Ok(conv.forward(f)?)
+                conv.forward(f)
             })
             .collect()
     }
