@@ -14,6 +14,10 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
     fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
+    /// The slice itself when the element type is f32.
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Elem for f32 {
@@ -26,6 +30,9 @@ impl Elem for f32 {
         x
     }
     fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
         Some(s)
     }
 }
