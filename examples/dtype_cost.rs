@@ -17,12 +17,16 @@
 //!
 //! Linux only (reads /proc/self/status).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use common::status_kb;
 use unires::config::UniResConfig;
 use unires::io::boxes::load_boxes;
 use unires::model::unires::prompt::word_level_prompt;
@@ -31,15 +35,6 @@ use unires::{Granularity, Source, UniRes};
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const SCENES: [&str; 6] = ["colour", "multi", "no_target", "parts", "relation", "tall"];
-
-fn status_kb(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn mid_config() -> UniResConfig {
     let mut c = UniResConfig::tiny();

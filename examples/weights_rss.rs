@@ -9,23 +9,18 @@
 //!
 //! `cargo run --example weights_rss` (Linux only: reads /proc).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use common::status_kb;
 use unires::config::UniResConfig;
 use unires::model::unires::load::{check_dir, load_dir};
 use unires::model::unires::prompt::{word_level_prompt, PromptBuilder};
 use unires::model::unires::UniRes;
-
-fn status_kb(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn config() -> UniResConfig {
     let mut c = UniResConfig::tiny();
