@@ -7,8 +7,11 @@
 //! cargo build --release && cargo run --release --example serve_client [-- --rounds 3]
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -16,42 +19,10 @@ use serde_json::{json, Value};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn server_binary() -> Res<PathBuf> {
-    if let Ok(p) = std::env::var("UNIRES_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    // target/<profile>/examples/serve_client → target/<profile>/unires
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let bin = dir.join(format!("unires{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        )
-        .into());
-    }
-    Ok(bin)
-}
-
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let scenes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenes");
+    let rounds: usize = common::flag("--rounds", 1);
     let mut requests = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&scenes)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    names.sort();
+    let names = common::scene_pngs()?;
     for _ in 0..rounds {
         for png in &names {
             let meta: Value =
@@ -67,7 +38,7 @@ fn main() -> Res<()> {
             }
         }
     }
-    let mut child = Command::new(server_binary()?)
+    let mut child = Command::new(common::server_binary()?)
         .args(["serve", "--stdio"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

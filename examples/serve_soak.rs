@@ -9,8 +9,10 @@
 //! cargo build --release && cargo run --release --example serve_soak [-- --n 10000]
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -24,33 +26,10 @@ fn rss_kib(pid: u32) -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn server_binary() -> Res<PathBuf> {
-    if let Ok(p) = std::env::var("UNIRES_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    Ok(dir.join(format!("unires{}", std::env::consts::EXE_SUFFIX)))
-}
-
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--n")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let scenes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenes");
+    let n: usize = common::flag("--n", 10_000);
     let mut good = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&scenes)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    names.sort();
+    let names = common::scene_pngs()?;
     for png in &names {
         let meta: Value =
             serde_json::from_str(&std::fs::read_to_string(png.with_extension("json"))?)?;
@@ -88,9 +67,9 @@ fn main() -> Res<()> {
             "not_found",
         ),
     ];
-    let mut child = Command::new(server_binary()?)
+    let mut child = Command::new(common::server_binary()?)
         .args(["serve", "--stdio", "--cache-mb", "1", "--image-root"])
-        .arg(&scenes)
+        .arg(common::scenes_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
