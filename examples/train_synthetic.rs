@@ -7,24 +7,38 @@
 //! cargo run --release --example train_synthetic -- --out weights/tiny
 //! ```
 //!
+//! The shipped weights are the output of one command (weights.md section 6):
+//!
+//! ```text
+//! cargo run --release --example train_synthetic -- --recipe shipped --out weights/tiny
+//! ```
+//!
 //! Every run is a function of `--seed` (initialisation), `--data-seed` (scenes) and the
 //! options: scene `i` of the data seed feeds step `i / batch`. The evaluation seeds used in
 //! weights.md are different from the data seed, so the reported numbers are on unseen scenes.
+//! At the end the run scores the saved checkpoint on unseen scenes with each proposal mode
+//! and writes that into `train_log.json`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use unires::config::UniResConfig;
+use unires::eval::synthetic::{evaluate_model, SyntheticEvalOptions};
 use unires::model::unires::prompt::{word_level_prompt, PromptBuilder};
 use unires::proposals::SelectiveSearch;
-use unires::synthetic::{self, vocabulary, SyntheticConfig};
+use unires::synthetic::{self, vocabulary, DetectorConfig, ProposalMode, SyntheticConfig};
 use unires::train::{RegionAttribute, TrainOptions, TrainQuery, TrainScene, Trainer};
 use unires::ProposalSource;
 
 #[derive(Parser, Debug)]
 #[command(about = "Train the tiny UniRES++ preset on synthetic scenes")]
 struct Args {
+    /// A named set of options: `shipped` is the recipe of the embedded weights (options
+    /// given on the command line still win).
+    #[arg(long)]
+    recipe: Option<String>,
     /// Output checkpoint directory.
     #[arg(long, default_value = "weights/tiny")]
     out: PathBuf,
@@ -53,6 +67,18 @@ struct Args {
     /// the simulated detector.
     #[arg(long, default_value_t = 0.2)]
     selective_search: f64,
+    /// Fraction of scenes whose proposals come from the noisy simulated detector
+    /// ([`DetectorConfig::noisy`]: misses, wide jitter, false and merged boxes).
+    #[arg(long, default_value_t = 0.0)]
+    noisy: f64,
+    /// Fraction of queries whose phrase is perturbed (function words dropped, an unknown word
+    /// inserted: `unires::synthetic::perturb`), so that the granularity is read from the nouns.
+    #[arg(long, default_value_t = 0.0)]
+    perturb: f64,
+    /// Fraction of scenes given no proposals at all (the model then sees the whole-image
+    /// object box, as at inference).
+    #[arg(long, default_value_t = 0.0)]
+    zero_proposals: f64,
     /// Long side of the high-resolution input (the preset's value when absent).
     #[arg(long)]
     hires: Option<usize>,
@@ -90,12 +116,61 @@ struct Args {
     /// in what the mask decoder sees, decayed linearly to 0 over the steps.
     #[arg(long, default_value_t = 0.0)]
     teacher_forcing: f64,
+    /// Steps over which teacher forcing decays to 0 (default: all of them).
+    #[arg(long)]
+    teacher_forcing_steps: Option<usize>,
+    /// Scenes of each proposal mode scored at the end (unseen seed 1000; 0 = no evaluation).
+    #[arg(long, default_value_t = 200)]
+    eval_scenes: usize,
     /// Start from the weights of this checkpoint directory instead of a fresh initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
     /// Stop after this many seconds (the learning-rate schedule still assumes `--steps`).
     #[arg(long)]
     max_seconds: Option<f64>,
+}
+
+/// Sets the options of `recipe` that were not given on the command line.
+fn apply_recipe(args: &mut Args, m: &ArgMatches) -> unires::Result<()> {
+    let Some(name) = args.recipe.clone() else {
+        return Ok(());
+    };
+    if name != "shipped" {
+        return Err(unires::Error::Config {
+            what: "recipe".into(),
+            reason: format!("unknown recipe `{name}` (known: shipped)"),
+        });
+    }
+    let unset = |id: &str| m.value_source(id) != Some(ValueSource::CommandLine);
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            if unset(stringify!($field)) {
+                args.$field = $value;
+            }
+        };
+    }
+    set!(steps, 6500);
+    set!(batch, 4);
+    set!(queries, 4);
+    set!(lr, 1e-3);
+    set!(warmup, 150);
+    set!(seed, 0);
+    set!(data_seed, 1);
+    set!(hires, Some(160));
+    set!(selective_search, 0.2);
+    set!(noisy, 0.3);
+    set!(zero_proposals, 0.03);
+    set!(perturb, 0.25);
+    set!(teacher_forcing, 1.0);
+    set!(teacher_forcing_steps, Some(2500));
+    set!(select_weight, 2.0);
+    set!(attribute_weight, 0.5);
+    set!(position_weight, 1.0);
+    set!(target_weight, 1.0);
+    set!(rank_weight, 1.0);
+    set!(sibling_target_prob, 0.45);
+    set!(store_dtype, "f16".to_string());
+    Ok(())
 }
 
 /// Attribute classes: object = class × colour (30), part = 30 + kind × parent colour (66).
@@ -121,17 +196,33 @@ fn attributes(scene: &synthetic::Scene) -> Vec<RegionAttribute> {
     out
 }
 
+/// Where a training scene's proposals come from.
+enum Source {
+    /// The episode's simulated detector (σ 3 % jitter, 5 % misses).
+    Episode,
+    /// The built-in selective search.
+    Builtin,
+    /// The noisy detector, on its own stream of the scene.
+    Noisy(synthetic::SplitMix64),
+    /// None (the whole-image box stands in).
+    Zero,
+}
+
 /// Converts an episode into a training scene with `q` queries (a deterministic choice).
 fn train_scene(
     ep: synthetic::Episode,
     q: usize,
     rng: &mut synthetic::SplitMix64,
-    use_ss: bool,
+    source: Source,
+    perturb: f64,
 ) -> unires::Result<TrainScene> {
-    let proposals = if use_ss {
-        SelectiveSearch::default().propose(&ep.scene.image)?
-    } else {
-        ep.proposals
+    let proposals = match source {
+        Source::Episode => ep.proposals,
+        Source::Builtin => SelectiveSearch::default().propose(&ep.scene.image)?,
+        Source::Noisy(mut prng) => {
+            synthetic::detector_proposals(&ep.scene, &mut prng, &DetectorConfig::noisy())
+        }
+        Source::Zero => unires::Proposals::new(Vec::new(), Vec::new()),
     };
     let mut samples = ep.samples;
     // Fisher-Yates with the episode's generator, then the first `q`.
@@ -140,7 +231,16 @@ fn train_scene(
         samples.swap(i, j);
     }
     samples.truncate(q);
-    let queries = samples.into_iter().map(TrainQuery::from).collect();
+    let queries = samples
+        .into_iter()
+        .map(|s| {
+            let mut t = TrainQuery::from(s);
+            if rng.unit_f64() < perturb {
+                t.expression = synthetic::perturb(&t.expression, rng);
+            }
+            t
+        })
+        .collect();
     let attributes = attributes(&ep.scene);
     Ok(TrainScene {
         attributes,
@@ -151,7 +251,12 @@ fn train_scene(
 }
 
 fn main() -> unires::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).map_err(|e| unires::Error::Config {
+        what: "arguments".into(),
+        reason: e.to_string(),
+    })?;
+    apply_recipe(&mut args, &matches)?;
     let mut cfg = UniResConfig::tiny();
     if let Some(h) = args.hires {
         cfg.hires.image_size = h;
@@ -251,12 +356,22 @@ fn main() -> unires::Result<()> {
             .map(|b| {
                 let index = (step * args.batch + b) as u64;
                 let ep = synthetic::episode(args.data_seed, index, &data_cfg);
-                let use_ss = f64::from(rng.uniform(0.0, 1.0)) < args.selective_search;
-                train_scene(ep, args.queries, &mut rng, use_ss)
+                let u = rng.unit_f64();
+                let source = if rng.unit_f64() < args.zero_proposals {
+                    Source::Zero
+                } else if u < args.selective_search {
+                    Source::Builtin
+                } else if u < args.selective_search + args.noisy {
+                    Source::Noisy(synthetic::SplitMix64::stream(args.data_seed, &[index, 3]))
+                } else {
+                    Source::Episode
+                };
+                train_scene(ep, args.queries, &mut rng, source, args.perturb)
             })
             .collect::<unires::Result<Vec<_>>>()?;
+        let tf_steps = args.teacher_forcing_steps.unwrap_or(args.steps).max(1);
         trainer.opts.weights.teacher_forcing =
-            args.teacher_forcing * (1.0 - step as f64 / args.steps as f64);
+            args.teacher_forcing * (1.0 - step as f64 / tf_steps as f64).max(0.0);
         let (parts, norm) = trainer.step(&batch)?;
         done = step + 1;
         for (a, v) in avg.iter_mut().zip([
@@ -304,12 +419,21 @@ fn main() -> unires::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     trainer.save(&args.out.join("model.safetensors"), store)?;
     trainer.save_aux(&args.out.join("aux.safetensors"))?;
+    drop(trainer);
+    let final_eval = final_eval(&args)?;
     let summary = serde_json::json!({
-        "steps": done, "batch": args.batch, "queries": args.queries, "seed": args.seed,
+        "recipe": args.recipe, "steps": done, "planned_steps": args.steps,
+        "batch": args.batch, "queries": args.queries, "seed": args.seed,
         "data_seed": args.data_seed, "lr": args.lr, "warmup": args.warmup,
-        "selective_search": args.selective_search,
-        "teacher_forcing": args.teacher_forcing, "attribute_weight": args.attribute_weight, "select_weight": args.select_weight, "position_weight": args.position_weight, "target_weight": args.target_weight, "rank_weight": args.rank_weight, "sibling_target_prob": args.sibling_target_prob, "init": args.init, "hires": cfg.hires.image_size,
-        "parameters": n_params, "seconds": secs, "log": log,
+        "selective_search": args.selective_search, "noisy": args.noisy,
+        "zero_proposals": args.zero_proposals, "perturb": args.perturb, "teacher_forcing": args.teacher_forcing,
+        "teacher_forcing_steps": args.teacher_forcing_steps,
+        "attribute_weight": args.attribute_weight, "select_weight": args.select_weight,
+        "position_weight": args.position_weight, "target_weight": args.target_weight,
+        "rank_weight": args.rank_weight, "sibling_target_prob": args.sibling_target_prob,
+        "init": args.init, "hires": cfg.hires.image_size, "store_dtype": args.store_dtype,
+        "config": cfg, "parameters": n_params, "seconds": secs, "log": log,
+        "final_eval": final_eval,
     });
     write(
         "train_log.json",
@@ -320,4 +444,41 @@ fn main() -> unires::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Scores the saved checkpoint (as users load it: stored dtype, read back in f32) on
+/// `--eval-scenes` scenes of the unseen seed 1000 with each proposal mode.
+fn final_eval(args: &Args) -> unires::Result<serde_json::Value> {
+    if args.eval_scenes == 0 {
+        return Ok(serde_json::Value::Null);
+    }
+    let model = unires::load(
+        &unires::Source::Dir(args.out.clone()),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )?;
+    let mut out = serde_json::Map::new();
+    out.insert("seed".into(), 1000.into());
+    out.insert("scenes".into(), args.eval_scenes.into());
+    for mode in ProposalMode::ALL {
+        let opts = SyntheticEvalOptions {
+            proposals: mode,
+            ..SyntheticEvalOptions::new(1000, args.eval_scenes)
+        };
+        let report = evaluate_model(&model, &opts)?;
+        eprintln!(
+            "eval ({mode}): {}",
+            report
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out.insert(
+            mode.name().into(),
+            serde_json::to_value(&report.metrics).unwrap_or_default(),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
 }

@@ -60,6 +60,6 @@ pub use pipeline::unires::EncodedImage;
 pub use pipeline::{load_segmenter, Encoded, Family, Segmenter};
 pub use types::{
     BoxXyxy, FixedProposals, Granularity, Instance, Mask, ProposalSource, Proposals, RegionKind,
-    Segmentation,
+    RegionWeight, Segmentation,
 };
 pub use weights::Source;

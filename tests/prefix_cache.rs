@@ -9,7 +9,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
 use common::tensors::max_abs_diff;
 use unires::model::unires::UniRes;
 use unires::pipeline::unires::{prompt_query, query, PromptPrefix};
@@ -26,7 +26,7 @@ const ALL: [Granularity; 4] = [
 ];
 
 fn embedded() -> UniRes {
-    load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap()
+    load(&Source::Embedded, &common::device(), DType::F32).unwrap()
 }
 
 /// The embedded model and a model of the same configuration with seeded random weights

@@ -71,7 +71,7 @@ fn a_width_that_is_not_a_block_multiple_is_a_typed_error_and_changes_nothing() {
     assert!(l.quantization().is_none());
     // The embedded model's LLM is 128 wide: Q4K (blocks of 256) is refused before any
     // layer changes, and the model answers as before.
-    let mut model = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
+    let mut model = load(&Source::Embedded, &common::device(), DType::F32).unwrap();
     let scene = common::scenes::scene("parts");
     let enc = model.encode(&scene.image, &scene.proposals).unwrap();
     let before = model
@@ -88,8 +88,8 @@ fn a_width_that_is_not_a_block_multiple_is_a_typed_error_and_changes_nothing() {
 /// Q8_0 moves the LLM's last-layer states by little: cosine similarity per position.
 #[test]
 fn q8_0_llm_states_stay_aligned() {
-    let dense = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
-    let mut quant = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
+    let dense = load(&Source::Embedded, &common::device(), DType::F32).unwrap();
+    let mut quant = load(&Source::Embedded, &common::device(), DType::F32).unwrap();
     let report = quant.quantize_llm(Quantization::Q8_0).unwrap();
     let layers = dense.config().llm.num_hidden_layers;
     assert_eq!(report.layers, 7 * layers);
@@ -123,8 +123,8 @@ fn q8_0_llm_states_stay_aligned() {
 #[test]
 fn q8_0_keeps_the_synthetic_scores() {
     let opts = SyntheticEvalOptions::new(7_300_000, 16);
-    let dense = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
-    let mut quant = load(&Source::Embedded, &Device::Cpu, DType::F32).unwrap();
+    let dense = load(&Source::Embedded, &common::device(), DType::F32).unwrap();
+    let mut quant = load(&Source::Embedded, &common::device(), DType::F32).unwrap();
     quant.quantize_llm(Quantization::Q8_0).unwrap();
     let a = evaluate_model(&dense, &opts).unwrap();
     let b = evaluate_model(&quant, &opts).unwrap();

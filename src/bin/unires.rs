@@ -150,6 +150,13 @@ struct EvalArgs {
     /// Synthetic: number of scenes (8 expressions each).
     #[arg(long, default_value_t = 200)]
     n: usize,
+    /// Synthetic: where the proposals come from: simulated (a clean detector), noisy (misses,
+    /// wide jitter, false and merged boxes) or builtin (the crate's own generator).
+    #[arg(long, default_value = "simulated")]
+    proposals: String,
+    /// Synthetic: trained (the training templates) or heldout (phrasings never trained on).
+    #[arg(long, default_value = "trained")]
+    phrasing: String,
     /// Published benchmarks: the dataset root (see docs/eval.md).
     #[arg(long)]
     root: Option<PathBuf>,
@@ -194,9 +201,11 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     use unires::eval::{self, DatasetKind, EvalOptions, Predictions};
     let dtype = parse_dtype(&a.dtype)?;
     if a.dataset.trim().eq_ignore_ascii_case("synthetic") {
-        let model = load_model(&a.model, dtype)?;
         let mut opts = eval::synthetic::SyntheticEvalOptions::new(a.seed, a.n);
+        opts.proposals = a.proposals.parse()?;
+        opts.phrasing = a.phrasing.parse()?;
         opts.progress = !a.quiet;
+        let model = load_model(&a.model, dtype)?;
         let start = std::time::Instant::now();
         let outcomes = eval::synthetic::score_scenes(model.as_ref(), &opts)?;
         let report = eval::synthetic::summarise(
@@ -204,7 +213,8 @@ fn run_eval(a: EvalArgs) -> Result<()> {
             &outcomes,
             model.no_target_threshold(),
             start.elapsed().as_secs_f64(),
-        );
+        )
+        .with_setup(&opts);
         print!("{}", report.table());
         if a.sweep_threshold {
             let ts: Vec<f32> = (1..20).map(|i| i as f32 * 0.05).collect();

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod box_fill;
 pub mod coco;
 pub mod dataset;
 pub mod metrics;

@@ -65,6 +65,7 @@
 
 pub mod catalog;
 pub mod detector;
+pub mod phrasing;
 pub mod query;
 pub mod render;
 
@@ -72,7 +73,8 @@ use image::RgbImage;
 
 pub use crate::rng::SplitMix64;
 pub use catalog::{Class, Colour, PartKind};
-pub use detector::{detector_proposals, DetectorConfig};
+pub use detector::{detector_proposals, DetectorConfig, ProposalMode};
+pub use phrasing::{heldout_text, perturb, Phrasing};
 pub use query::{Cue, Description, Query, Relation};
 pub use render::Background;
 

@@ -40,7 +40,7 @@ impl Relation {
     ];
 
     /// Words before the class noun ("the biggest mug") or after it ("the mug on the left").
-    fn words(self) -> (&'static str, &'static str) {
+    pub(crate) fn words(self) -> (&'static str, &'static str) {
         match self {
             Relation::Left => ("", "on the left"),
             Relation::Right => ("", "on the right"),

@@ -115,6 +115,21 @@ pub struct Segmentation {
     pub score: f32,
     /// Softmax over the three granularity tokens (part, object, multi) at the answer position.
     pub granularity_probs: [f32; 3],
+    /// The proposals the mask decoder was prompted with (objects first, then parts, after
+    /// clipping and capping) and the weight the model gave each box prompt: a softmax over
+    /// the proposals of the asked kind for part and object queries, independent sigmoids for
+    /// multi-object ones. Empty for families without proposals (EVF-SAM).
+    pub regions: Vec<RegionWeight>,
+}
+
+/// One proposal of a [`Segmentation`] and the weight its box prompt got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionWeight {
+    /// The box, original image coordinates.
+    pub bbox: BoxXyxy,
+    pub kind: RegionKind,
+    /// Selection weight in [0, 1].
+    pub weight: f32,
 }
 
 impl Segmentation {

@@ -10,7 +10,8 @@
 #      nvidia wheels, unpacking kit.tar.xz, the binaries' shared libraries;
 #   a. the parity suite on the GPU in f32, bf16 and f16 (tolerances as on the CPU; f16 under
 #      the bf16 ones);
-#   b. the custom ops on the GPU against the CPU (ops_device), and the op tests on the GPU;
+#   b. the custom ops on the GPU against the CPU (ops_device), the op and convolution tests,
+#      and the embedded model's prefix-cache and quantised-LLM tests on the GPU;
 #   c. `unires segment` end to end on the embedded model (GPU vs CPU masks, wall times), then
 #      the ops bench against PyTorch on the same GPU;
 #   d. the report: one table (step, result, numbers), the bench table, failure excerpts.
@@ -246,7 +247,7 @@ halfline="$(grep -E '^parity [a-z0-9+]+: [0-9]+ outputs compared' "$LOGS/parity.
 [ "$status" -eq 0 ] || excerpt "parity (exit $status)" "$LOGS/parity.log"
 
 # --- b. Custom ops against the CPU, and the op tests -------------------------------------------
-for t in ops_device ops_attention ops_dwconv ops_roi_align ops_upsample; do
+for t in ops_device ops_attention ops_dwconv ops_roi_align ops_upsample conv ops_bias_act prefix_cache quantize; do
   echo "== $t on $DEVICE"
   t0="$(now)"
   step 150 "$LOGS/$t.log" env UNIRES_DEVICE="$DEVICE" "$WORK/bin/$t" --test-threads=1 --nocapture

@@ -40,7 +40,7 @@ die() {
 }
 
 # Test binaries the kit runs (tests/<name>.rs or tests/<name>/main.rs).
-TESTS=(parity ops_device ops_attention ops_dwconv ops_roi_align ops_upsample)
+TESTS=(parity ops_device ops_attention ops_dwconv ops_roi_align ops_upsample conv ops_bias_act prefix_cache quantize)
 BENCHES=(ops)
 
 features=(--features cuda)

@@ -172,6 +172,7 @@ impl EvfSamModel {
             granularity: q.granularity,
             score,
             granularity_probs,
+            regions: Vec::new(),
         })
     }
 }

@@ -122,6 +122,16 @@ impl UniRes {
         };
         let (rows, out, score) = profile::stage("head", head)?;
         let (hh, ww) = (enc.height as usize, enc.width as usize);
+        let regions = if rows.width()? > 0 {
+            let w: Vec<f32> = out
+                .select_weights
+                .to_dtype(DType::F32)?
+                .squeeze(0)?
+                .to_vec1()?;
+            output::region_weights(&enc.proposals, &w)
+        } else {
+            Vec::new()
+        };
         if score < no_target_threshold {
             return Ok(Segmentation {
                 mask: Mask::zeros(hh, ww),
@@ -129,6 +139,7 @@ impl UniRes {
                 granularity: g,
                 score,
                 granularity_probs,
+                regions,
             });
         }
         let logits = out.masks.i((.., chosen, .., ..))?.to_dtype(DType::F32)?; // (1, 4h, 4w)
@@ -162,6 +173,7 @@ impl UniRes {
             granularity: g,
             score,
             granularity_probs,
+            regions,
         })
     }
 }

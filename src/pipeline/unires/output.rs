@@ -5,7 +5,9 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::ops::upsample::{upsample_masks, MaskResize};
-use crate::types::{connected_components, Granularity, Instance, Mask, Proposals};
+use crate::types::{
+    connected_components, Granularity, Instance, Mask, Proposals, RegionKind, RegionWeight,
+};
 
 /// `(1, h, w)` f32 logits → the thresholded mask at the original image size (fused
 /// upsample, crop to the valid area, resize, threshold at 0).
@@ -61,4 +63,21 @@ pub fn instances(
             .collect();
     }
     out
+}
+
+/// Pairs the proposals (objects, then parts) with their selection weights `w`.
+pub fn region_weights(p: &Proposals, w: &[f32]) -> Vec<RegionWeight> {
+    let kinds = p
+        .objects
+        .iter()
+        .map(|b| (b, RegionKind::Object))
+        .chain(p.parts.iter().map(|b| (b, RegionKind::Part)));
+    kinds
+        .zip(w)
+        .map(|((b, kind), &weight)| RegionWeight {
+            bbox: *b,
+            kind,
+            weight,
+        })
+        .collect()
 }
