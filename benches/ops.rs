@@ -501,6 +501,67 @@ fn linear_act_rows(t: &Table) -> Res<()> {
     Ok(())
 }
 
+/// The end of a ConvNeXt block: `x + γ · (h W₂ᵀ + b₂)` back to NCHW, with the bare matmul
+/// and `ops::scaled_residual_nchw` (one pass) against `Linear::forward` followed by candle's
+/// multiply, NHWC → NCHW copy and add; and the epilogue alone.
+fn residual_rows(t: &Table) -> Res<()> {
+    use unires::model::nn::Linear;
+    use unires::ops::{scaled_residual_nchw, scaled_residual_plain};
+    let cases = [
+        ("ConvNeXt-L stage 1", 192, 192),
+        ("ConvNeXt-L stage 3", 768, 48),
+    ];
+    for (name, c, side) in cases {
+        let x = t.randn(&[1, c, side, side], 21)?;
+        let y = t.randn(&[1, side, side, c], 22)?;
+        let g = (t.randn(&[c], 23)? * 0.1)?;
+        let b = t.randn(&[c], 24)?;
+        let key = format!("block end {name} c{c} {side}x{side}");
+        if t.wants(&key) {
+            let ours = t.timed(|| {
+                scaled_residual_nchw(&x, &y, Some(&b), Some(&g))?;
+                Ok(())
+            })?;
+            let plain = t.timed(|| {
+                scaled_residual_plain(&x, &y, Some(&b), Some(&g))?;
+                Ok(())
+            })?;
+            t.row(
+                &key,
+                ours,
+                &[("composition", plain)],
+                &[("eager", key.clone())],
+            );
+        }
+        let key = format!("pwconv2+block end {name} c{c} {side}x{side}");
+        if t.wants(&key) {
+            let mut map = HashMap::new();
+            map.insert("weight".to_string(), (t.randn(&[c, 4 * c], 25)? * 0.03)?);
+            map.insert("bias".to_string(), b.clone());
+            let vb = candle_nn::VarBuilder::from_tensors(map, candle_core::DType::F32, &t.dev);
+            let lin = Linear::new(4 * c, c, true, vb)?;
+            let h = t.randn(&[1, side, side, 4 * c], 26)?;
+            let ours = t.timed(|| {
+                let (y, bias) = lin.forward_unbiased(&h)?;
+                scaled_residual_nchw(&x, &y, bias, Some(&g))?;
+                Ok(())
+            })?;
+            let plain = t.timed(|| {
+                let y = lin.forward(&h)?.broadcast_mul(&g)?;
+                let _ = (&x + y.permute((0, 3, 1, 2))?.contiguous()?)?;
+                Ok(())
+            })?;
+            t.row(
+                &key,
+                ours,
+                &[("composition", plain)],
+                &[("eager", key.clone())],
+            );
+        }
+    }
+    Ok(())
+}
+
 fn act_name(a: unires::config::Activation) -> &'static str {
     match a {
         unires::config::Activation::QuickGelu => "quick_gelu",
@@ -532,6 +593,7 @@ fn main() -> Res<()> {
     roi_rows(&t)?;
     dwconv_rows(&t)?;
     linear_act_rows(&t)?;
+    residual_rows(&t)?;
     conv_rows(&t)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load after: {}", load.trim());

@@ -113,6 +113,22 @@ def linear_act_rows(out):
         out[f"linear+{act} {name} {rows}x{k}->{n}"] = timed(fn)
 
 
+def residual_rows(out):
+    # HF ConvNeXtLayer's end: pwconv2, layer scale, permute back, residual.
+    for name, c, side in [("ConvNeXt-L stage 1", 192, 192), ("ConvNeXt-L stage 3", 768, 48)]:
+        g = torch.Generator().manual_seed(21)
+        x = randn(1, c, side, side, generator=g)
+        y = randn(1, side, side, c, generator=g)
+        gamma = randn(c, generator=g) * 0.1
+        b = randn(c, generator=g)
+        out[f"block end {name} c{c} {side}x{side}"] = timed(
+            lambda: x + (gamma * (y + b)).permute(0, 3, 1, 2))
+        w = randn(c, 4 * c, generator=g) * 0.03
+        h = randn(1, side, side, 4 * c, generator=g)
+        out[f"pwconv2+block end {name} c{c} {side}x{side}"] = timed(
+            lambda: x + (gamma * F.linear(h, w, b)).permute(0, 3, 1, 2))
+
+
 def dwconv_rows(out):
     for c, s in [(192, 128), (1536, 16)]:
         g = torch.Generator().manual_seed(0)
@@ -150,6 +166,7 @@ def main():
         attention_rows(out)
         upsample_rows(out)
         linear_act_rows(out)
+        residual_rows(out)
     roi_rows(out)
     dwconv_rows(out)
     if "--table" in sys.argv:

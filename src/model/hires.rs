@@ -24,6 +24,7 @@ use crate::config::{Activation, ConvNextConfig};
 use crate::error::{Error, Result};
 use crate::model::nn::{patch_conv2d, LayerNorm, Linear};
 use crate::ops::dwconv::depthwise_conv2d;
+use crate::ops::residual::scaled_residual_nchw;
 
 /// The eps HF hard-codes for every LayerNorm except the final pooled one.
 const BLOCK_LN_EPS: f64 = 1e-6;
@@ -43,11 +44,6 @@ pub struct ConvNextOutput {
     pub last_hidden_state: Tensor,
     /// `layernorm(mean over H, W of last_hidden_state)`, `(B, C_last)`.
     pub pooler_output: Tensor,
-}
-
-/// NCHW → NHWC, contiguous (so LayerNorm takes the fused path).
-fn to_channels_last(x: &Tensor) -> Result<Tensor> {
-    Ok(x.permute((0, 2, 3, 1))?.contiguous()?)
 }
 
 /// NHWC → NCHW, contiguous.
@@ -132,13 +128,12 @@ impl ConvNextLayer {
     /// NCHW in, NCHW out.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = depthwise_conv2d(x, &self.dw_weight, Some(&self.dw_bias), DW_KERNEL / 2)?;
-        let y = self.layernorm.forward(&to_channels_last(&y)?)?;
+        let y = self.layernorm.forward_nchw_to_nhwc(&y)?;
         let y = self.pwconv1.forward_act(&y, self.act)?;
-        let mut y = self.pwconv2.forward(&y)?;
-        if let Some(g) = &self.layer_scale {
-            y = y.broadcast_mul(g)?;
-        }
-        Ok((x + to_channels_first(&y)?)?)
+        // The second pointwise layer's bias, the layer scale, the NHWC → NCHW copy and the
+        // residual in one pass after the bare matmul (`ops::scaled_residual_nchw`).
+        let (y, bias) = self.pwconv2.forward_unbiased(&y)?;
+        scaled_residual_nchw(x, &y, bias, self.layer_scale.as_ref())
     }
 }
 
@@ -180,7 +175,7 @@ impl ConvNextStage {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = match &self.downsampling {
             Some((ln, conv)) => {
-                let y = ln.forward(&to_channels_last(x)?)?;
+                let y = ln.forward_nchw_to_nhwc(x)?;
                 to_channels_first(&conv.forward(&to_channels_first(&y)?)?)?
             }
             None => x.clone(),

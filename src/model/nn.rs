@@ -133,6 +133,27 @@ impl Linear {
         }
     }
 
+    /// `x Wᵀ` and the bias still to be added, for callers that fold the bias into their own
+    /// epilogue. Only dense weights at inference leave the bias out; otherwise the result is
+    /// [`Linear::forward`] and the bias `None`.
+    pub fn forward_unbiased(&self, x: &Tensor) -> Result<(Tensor, Option<&Tensor>)> {
+        match &self.inner {
+            LinearWeight::Dense(l) if !x.track_op() && !l.weight().track_op() => {
+                let w = l.weight();
+                let dims = x.dims();
+                let (k, n) = (dims.last().copied().unwrap_or(0), w.dim(0)?);
+                let rows = x.elem_count() / k.max(1);
+                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+                let mut out = dims.to_vec();
+                if let Some(last) = out.last_mut() {
+                    *last = n;
+                }
+                Ok((y.reshape(out)?, l.bias()))
+            }
+            _ => Ok((self.forward(x)?, None)),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.inner {
             LinearWeight::Dense(l) => Ok(l.forward(x)?),
@@ -186,6 +207,20 @@ impl LayerNorm {
                 self.eps as f32,
             )?)
         }
+    }
+}
+
+impl LayerNorm {
+    /// The LayerNorm over the channels of an NCHW tensor, returned channels-last
+    /// (`(N, H, W, C)`): one pass on the CPU at inference ([`crate::ops::residual`]),
+    /// otherwise a permuted copy and [`LayerNorm::forward`].
+    pub fn forward_nchw_to_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) =
+            crate::ops::residual::layer_norm_to_nhwc(x, &self.weight, &self.bias, self.eps)?
+        {
+            return Ok(y);
+        }
+        self.forward(&x.permute((0, 2, 3, 1))?.contiguous()?)
     }
 }
 

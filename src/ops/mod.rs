@@ -10,6 +10,7 @@ pub mod bias_act;
 pub(crate) mod cpu;
 pub mod dwconv;
 mod params;
+pub mod residual;
 pub mod roi_align;
 pub mod upsample;
 
@@ -21,6 +22,7 @@ mod metal;
 pub use attention::{attention, attention_fused, attention_plain, AttnMask};
 pub use bias_act::{bias_act, bias_act_plain};
 pub use dwconv::{depthwise_conv2d, depthwise_conv2d_backward};
+pub use residual::{layer_norm_to_nhwc, scaled_residual_nchw, scaled_residual_plain};
 pub use roi_align::{roi_align, roi_align_backward, RoiAlign};
 pub use upsample::{
     upsample_mask_logits, upsample_mask_probs, upsample_masks, upsample_masks_and_probs, MaskResize,
