@@ -79,6 +79,10 @@ struct Args {
     /// object box, as at inference).
     #[arg(long, default_value_t = 0.0)]
     zero_proposals: f64,
+    /// Let the region tokens attend to each other in the LLM (`region.bidirectional_regions`;
+    /// saved in the checkpoint's config).
+    #[arg(long)]
+    bidirectional_regions: bool,
     /// Long side of the high-resolution input (the preset's value when absent).
     #[arg(long)]
     hires: Option<usize>,
@@ -261,6 +265,7 @@ fn main() -> unires::Result<()> {
     if let Some(h) = args.hires {
         cfg.hires.image_size = h;
     }
+    cfg.region.bidirectional_regions = args.bidirectional_regions;
     // A run that starts from a checkpoint keeps that checkpoint's tokenizer: its embedding
     // rows are indexed by those ids (a freshly built vocabulary may order words differently).
     let init_tokenizer = args

@@ -152,6 +152,12 @@ pub struct RegionConfig {
     /// always use independent sigmoids. `false`: sigmoids for every query.
     #[serde(default)]
     pub single_target_softmax: bool,
+    /// The region tokens attend to each other in the LLM (every position from the first to
+    /// the last region token sees that whole span), so that a region's state can hold how it
+    /// compares with the others ("the leftmost car"); all other attention stays causal.
+    /// `false` (the default, and UniRES++'s LLM): causal everywhere.
+    #[serde(default)]
+    pub bidirectional_regions: bool,
 }
 
 // ------------------------------------------------------------------------------------- LLM

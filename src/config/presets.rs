@@ -57,6 +57,7 @@ impl UniResConfig {
                 max_parts: 32,
                 select_dim: 64,
                 single_target_softmax: true,
+                bidirectional_regions: false,
             },
             llm: LlamaConfig {
                 vocab_size: 128,
@@ -151,6 +152,7 @@ impl UniResConfig {
                 max_parts: 32,
                 select_dim: 256,
                 single_target_softmax: true,
+                bidirectional_regions: false,
             },
             llm: LlamaConfig {
                 vocab_size: 32007,

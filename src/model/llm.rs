@@ -257,6 +257,7 @@ impl LlamaAttention {
         sin: &Tensor,
         cache: &mut KvCache,
         layer: usize,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
@@ -269,7 +270,8 @@ impl LlamaAttention {
         let k = apply_rope(&k, cos, sin)?;
         let (k, v) = cache.append(layer, k, v)?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let o = attention_f32(&q, &k, &v, AttnMask::Causal, scale)?;
+        let mask = mask.map_or(AttnMask::Causal, AttnMask::Additive);
+        let o = attention_f32(&q, &k, &v, mask, scale)?;
         let o = o
             .transpose(1, 2)?
             .reshape((b, s, self.num_heads * self.head_dim))?;
@@ -354,10 +356,16 @@ impl LlamaDecoderLayer {
         sin: &Tensor,
         cache: &mut KvCache,
         layer: usize,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let a =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(x)?, cos, sin, cache, layer)?;
+        let a = self.self_attn.forward(
+            &self.input_layernorm.forward(x)?,
+            cos,
+            sin,
+            cache,
+            layer,
+            mask,
+        )?;
         let x = (x + a)?;
         let m = self
             .mlp
@@ -505,7 +513,26 @@ impl Llama {
     /// positions, appends the new keys/values to `cache`, and returns the final-norm hidden
     /// states of all `S` positions `(B, S, H)`.
     pub fn forward(&self, inputs_embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.run(inputs_embeds, cache, None)
+        self.run(inputs_embeds, cache, None, None)
+    }
+
+    /// As [`Llama::forward`], with an additive attention mask in place of the causal one:
+    /// `(B, 1, S, cache.len() + S)` f32 (0 = attend, −∞ = not), e.g. from [`span_mask`].
+    pub fn forward_masked(
+        &self,
+        inputs_embeds: &Tensor,
+        cache: &mut KvCache,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, s, _) = inputs_embeds.dims3()?;
+        let want = [b, 1, s, cache.len() + s];
+        if mask.dims() != want {
+            return Err(Error::shape(
+                "Llama::forward_masked",
+                format!("mask {:?}, need {want:?}", mask.dims()),
+            ));
+        }
+        self.run(inputs_embeds, cache, None, Some(mask))
     }
 
     /// As [`Llama::forward`], also returning HF's `hidden_states` tuple.
@@ -515,7 +542,7 @@ impl Llama {
         cache: &mut KvCache,
     ) -> Result<LlamaOutput> {
         let mut hs = Vec::with_capacity(self.layers.len() + 1);
-        let last = self.run(inputs_embeds, cache, Some(&mut hs))?;
+        let last = self.run(inputs_embeds, cache, Some(&mut hs), None)?;
         // HF replaces the raw output of the last layer by the final-norm output.
         hs.pop();
         hs.push(last.clone());
@@ -530,6 +557,7 @@ impl Llama {
         inputs_embeds: &Tensor,
         cache: &mut KvCache,
         mut collect: Option<&mut Vec<Tensor>>,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (_b, s, h) = inputs_embeds.dims3()?;
         if h != self.hidden_size || s == 0 {
@@ -566,7 +594,7 @@ impl Llama {
         }
         let result = (|| -> Result<Tensor> {
             for (i, layer) in self.layers.iter().enumerate() {
-                x = layer.forward(&x, &cos, &sin, cache, i)?;
+                x = layer.forward(&x, &cos, &sin, cache, i, mask)?;
                 if let Some(c) = collect.as_deref_mut() {
                     c.push(x.clone());
                 }
@@ -629,4 +657,32 @@ fn matmul_rows_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     out_dims.push(n);
     let y = x.to_dtype(w.dtype())?.reshape((rows, h))?.matmul(&w.t()?)?;
     Ok(y.reshape(out_dims)?)
+}
+
+/// The causal mask of `s` new positions after `start` cached ones, `(B, 1, s, start + s)` f32,
+/// where each sequence `b` with `spans[b] = Some((lo, hi))` also lets every position in
+/// `lo..=hi` attend to every other position of that range (absolute positions): a block of
+/// tokens that see each other, inside a causal sequence.
+pub fn span_mask(
+    spans: &[Option<(usize, usize)>],
+    start: usize,
+    s: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let k = start + s;
+    let mut v = vec![f32::NEG_INFINITY; spans.len() * s * k];
+    for (b, span) in spans.iter().enumerate() {
+        for i in 0..s {
+            let qi = start + i;
+            let row = &mut v[(b * s + i) * k..(b * s + i + 1) * k];
+            for (j, x) in row.iter_mut().enumerate() {
+                let inside =
+                    span.is_some_and(|(lo, hi)| (lo..=hi).contains(&qi) && (lo..=hi).contains(&j));
+                if j <= qi || inside {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(v, (spans.len(), 1, s, k), device)?)
 }

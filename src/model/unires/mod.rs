@@ -42,7 +42,7 @@ use crate::config::{Activation, Quantization, UniResConfig};
 use crate::error::{Error, Result};
 use crate::model::hires::ConvNextModel;
 use crate::model::init::SeededVarMap;
-use crate::model::llm::{Llama, QuantReport};
+use crate::model::llm::{span_mask, KvCache, Llama, QuantReport};
 use crate::model::mask_decoder::{PromptEncoder, SamMaskDecoder};
 use crate::model::vision::ClipVisionModel;
 use crate::types::Granularity;
@@ -249,6 +249,30 @@ impl UniRes {
     /// The LLM (token embeddings, the causal stack and the answer-token logits).
     pub fn llm(&self) -> &Llama {
         &self.llm
+    }
+
+    /// The LLM over prompt embeddings `x (B, S, H)` after the positions in `cache`: causal,
+    /// or, with `region.bidirectional_regions`, with each sequence's region tokens attending
+    /// to each other. `spans[b]` is the first and last region-token position (absolute) of
+    /// sequence `b`, `None` when it has none (or none in these positions).
+    pub fn llm_prefill(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        spans: &[Option<(usize, usize)>],
+    ) -> Result<Tensor> {
+        if !self.cfg.region.bidirectional_regions || spans.iter().all(Option::is_none) {
+            return self.llm.forward(x, cache);
+        }
+        let (b, s, _) = x.dims3()?;
+        if spans.len() != b {
+            return Err(Error::shape(
+                "llm prefill",
+                format!("{} region spans for {b} sequences", spans.len()),
+            ));
+        }
+        let mask = span_mask(spans, cache.len(), s, x.device())?;
+        self.llm.forward_masked(x, cache, &mask)
     }
 
     // ------------------------------------------------------------------ image side

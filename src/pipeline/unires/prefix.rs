@@ -2,7 +2,8 @@
 //!
 //! The prompt is `system USER: <image> <obj>… <part>… please segment {expr} . ASSISTANT:`:
 //! everything up to the last region token comes before the expression, and under causal
-//! attention its states do not depend on it. [`PromptPrefix::new`] prefills that part once per
+//! attention (also with `region.bidirectional_regions`, whose span ends at the last region
+//! token) its states do not depend on it. [`PromptPrefix::new`] prefills that part once per
 //! image (at `encode`) and keeps its keys, values and last-layer states; a query then prefills
 //! only its own tokens on a copy of that cache ([`PromptPrefix::prefill`]).
 //!
@@ -57,8 +58,15 @@ impl PromptPrefix {
         let len = cut - 1 + n_img;
         let embeds = model.prompt_embeddings(&prompt, image_tokens, region_tokens)?;
         let embeds = embeds.narrow(0, 0, len)?.unsqueeze(0)?;
+        let positions: Vec<usize> = prompt
+            .objects_at
+            .iter()
+            .chain(prompt.parts_at.iter())
+            .map(|&i| prompt.expanded_pos(i, n_img))
+            .collect();
+        let span = crate::pipeline::unires::query::region_span(&positions);
         let mut cache = model.llm().new_cache();
-        let hidden = model.llm().forward(&embeds, &mut cache)?;
+        let hidden = model.llm_prefill(&embeds, &mut cache, &[span])?;
         Ok(Self {
             ids: prompt.ids[..cut].to_vec(),
             len,

@@ -28,6 +28,16 @@ impl QueryPrompt {
     pub fn seq_len(&self) -> Result<usize> {
         Ok(self.embeds.dim(0)?)
     }
+
+    /// First and last region-token positions (`None` without regions).
+    pub fn region_span(&self) -> Option<(usize, usize)> {
+        region_span(&self.region_positions)
+    }
+}
+
+/// The first and last of `positions` (`None` when empty).
+pub fn region_span(positions: &[usize]) -> Option<(usize, usize)> {
+    Some((*positions.iter().min()?, *positions.iter().max()?))
 }
 
 /// Builds the prompt of `expression` for an image with `image_tokens (N, H)` and
@@ -89,21 +99,23 @@ fn answer_embeddings(model: &UniRes, g: usize) -> Result<Tensor> {
 /// Inference: prefills one prompt; returns the hidden states `(1, S, H)` and the KV cache to
 /// append the answer to.
 pub fn prefill(model: &UniRes, q: &QueryPrompt) -> Result<(Tensor, KvCache)> {
-    prefill_embeds(model, &q.embeds, None)
+    prefill_embeds(model, &q.embeds, q.region_span(), None)
 }
 
-/// Prefills `embeds (S, H)`, on a copy of `prefix`'s cache when given (it must match the
-/// prompt: see [`PromptPrefix::matches`]).
+/// Prefills `embeds (S, H)` whose region tokens span `span`, on a copy of `prefix`'s cache
+/// when given (it must match the prompt: see [`PromptPrefix::matches`]; the regions are then
+/// all inside the cached part).
 fn prefill_embeds(
     model: &UniRes,
     embeds: &Tensor,
+    span: Option<(usize, usize)>,
     prefix: Option<&PromptPrefix>,
 ) -> Result<(Tensor, KvCache)> {
     match prefix {
         Some(p) => p.prefill(model, embeds),
         None => {
             let mut cache = model.llm().new_cache();
-            let hidden = model.llm().forward(&embeds.unsqueeze(0)?, &mut cache)?;
+            let hidden = model.llm_prefill(&embeds.unsqueeze(0)?, &mut cache, &[span])?;
             Ok((hidden, cache))
         }
     }
@@ -154,7 +166,7 @@ pub fn answer_query(
         Some(g) => {
             let ans = answer_embeddings(model, g)?.squeeze(0)?;
             let x = Tensor::cat(&[&q.embeds, &ans], 0)?;
-            let (h, _) = prefill_embeds(model, &x, prefix)?;
+            let (h, _) = prefill_embeds(model, &x, q.region_span(), prefix)?;
             Ok(Answered {
                 probs: probs(&h.i((.., s - 1, ..))?)?,
                 seg: h.i((.., s + 1, ..))?,
@@ -163,7 +175,7 @@ pub fn answer_query(
             })
         }
         None => {
-            let (hidden, mut cache) = prefill_embeds(model, &q.embeds, prefix)?;
+            let (hidden, mut cache) = prefill_embeds(model, &q.embeds, q.region_span(), prefix)?;
             let probs = probs(&hidden.i((.., s - 1, ..))?)?;
             let chosen = argmax(&probs);
             Ok(Answered {
@@ -216,8 +228,9 @@ pub fn prefill_answered(model: &UniRes, queries: &[(&QueryPrompt, usize)]) -> Re
         })
         .collect::<Result<Vec<_>>>()?;
     let x = Tensor::stack(&padded, 0)?; // (Q, S, H)
+    let spans: Vec<_> = queries.iter().map(|(q, _)| q.region_span()).collect();
     let mut cache = model.llm().new_cache();
-    let hidden = model.llm().forward(&x, &mut cache)?;
+    let hidden = model.llm_prefill(&x, &mut cache, &spans)?;
     let flat = hidden.reshape((nq * s_max, h))?;
     let pick = |pos: Vec<u32>| -> Result<Tensor> {
         Ok(flat.index_select(&Tensor::new(pos.as_slice(), dev)?, 0)?)
