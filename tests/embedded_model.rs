@@ -17,7 +17,7 @@ const SEED: u64 = 7_100_000;
 const SCENES: usize = 30;
 
 /// (metric, floor in percent). Measured on this machine with the shipped weights: part
-/// 75.9, object 82.4, multi 89.2, gIoU 83.0, cIoU 80.9, N-acc 94.6 (37 no-target
+/// 76.0, object 82.0, multi 89.5, gIoU 83.2, cIoU 80.3, N-acc 97.3 (37 no-target
 /// expressions: one miss costs 2.7 points), T-acc 100, granularity 100.
 const FLOORS: [(&str, f64); 8] = [
     ("mIoU_part", 67.0),
@@ -32,18 +32,21 @@ const FLOORS: [(&str, f64); 8] = [
 
 /// (proposal mode, phrasing, [(metric, floor)]) on the same 30 scenes, ~8 points under
 /// the measured values (one no-target miss costs 2.7 points of N-acc): noisy proposals part
-/// 62.2, object 63.0, multi 76.8, N-acc 94.6; built-in proposals part 75.8, object 81.1,
-/// multi 87.5, N-acc 91.9; held-out phrasing part 39.1, object 70.4, multi 60.0,
-/// granularity 53.8.
-const MODE_FLOORS: [(ProposalMode, Phrasing, [(&str, f64); 4]); 3] = [
+/// 63.8, object 67.6, multi 77.3, N-acc 94.6; built-in proposals part 75.8, object 80.8,
+/// multi 86.4, N-acc 91.9; held-out phrasing part 66.9, object 71.3, multi 63.9,
+/// granularity 90.4.
+/// Four (metric, floor) pairs.
+type Floors = [(&'static str, f64); 4];
+
+const MODE_FLOORS: [(ProposalMode, Phrasing, Floors); 3] = [
     (
         ProposalMode::Noisy,
         Phrasing::Trained,
         [
-            ("mIoU_part", 54.0),
-            ("mIoU_object", 55.0),
-            ("mIoU_multi", 68.0),
-            ("N-acc", 85.0),
+            ("mIoU_part", 56.0),
+            ("mIoU_object", 59.0),
+            ("mIoU_multi", 69.0),
+            ("N-acc", 86.0),
         ],
     ),
     (
@@ -51,8 +54,8 @@ const MODE_FLOORS: [(ProposalMode, Phrasing, [(&str, f64); 4]); 3] = [
         Phrasing::Trained,
         [
             ("mIoU_part", 67.0),
-            ("mIoU_object", 73.0),
-            ("mIoU_multi", 79.0),
+            ("mIoU_object", 72.0),
+            ("mIoU_multi", 78.0),
             ("N-acc", 83.0),
         ],
     ),
@@ -60,10 +63,10 @@ const MODE_FLOORS: [(ProposalMode, Phrasing, [(&str, f64); 4]); 3] = [
         ProposalMode::Simulated,
         Phrasing::Heldout,
         [
-            ("mIoU_part", 31.0),
-            ("mIoU_object", 62.0),
-            ("mIoU_multi", 52.0),
-            ("granularity_acc", 45.0),
+            ("mIoU_part", 58.0),
+            ("mIoU_object", 63.0),
+            ("mIoU_multi", 55.0),
+            ("granularity_acc", 82.0),
         ],
     ),
 ];
@@ -74,11 +77,11 @@ const SHOWCASE_EMPTY_FLOOR: usize = 45;
 const SHOWCASE_GRANULARITY_FLOOR: usize = 45;
 
 /// Per half dtype: the floors of the IoU of each non-empty showcase mask with the f32 one,
-/// and of their mean. Measured on this machine (41 non-empty masks): f16 min 0.9980, mean
-/// 0.9997; bf16 min 0.9412 (an 83 px door mask, 5 px differ), mean 0.9927. bf16 keeps 8
-/// mantissa bits against f16's 11, and the small part masks feel it first.
+/// and of their mean. Measured on this machine (41 non-empty masks): f16 min 0.968 (a door
+/// of ~195 px, 6 px differ), mean 0.998; bf16 min 0.911 (the same door), mean 0.989. bf16
+/// keeps 8 mantissa bits against f16's 11, and the small part masks feel it first.
 const HALF_SHOWCASE_IOU_FLOORS: [(DType, f64, f64); 2] =
-    [(DType::F16, 0.98, 0.995), (DType::BF16, 0.85, 0.98)];
+    [(DType::F16, 0.95, 0.995), (DType::BF16, 0.85, 0.98)];
 
 #[test]
 fn embedded_model_meets_iou_floors_on_held_out_scenes() {
