@@ -111,25 +111,12 @@ impl Linear {
     /// in-place pass over the matmul output ([`crate::ops::bias_act`]); otherwise (training,
     /// no bias, a quantised weight, another device) this is `activation(forward(x))`.
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        match &self.inner {
-            LinearWeight::Dense(l)
-                if x.device().is_cpu() && !x.track_op() && !l.weight().track_op() =>
-            {
-                let Some(bias) = l.bias() else {
-                    return activation(&self.forward(x)?, act);
-                };
-                let w = l.weight();
-                let dims = x.dims();
-                let (k, n) = (dims.last().copied().unwrap_or(0), w.dim(0)?);
-                let rows = x.elem_count() / k.max(1);
-                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
-                let mut out = dims.to_vec();
-                if let Some(last) = out.last_mut() {
-                    *last = n;
-                }
-                Ok(bias_act(y, bias, act)?.reshape(out)?)
-            }
-            _ => activation(&self.forward(x)?, act),
+        if !x.device().is_cpu() {
+            return activation(&self.forward(x)?, act);
+        }
+        match self.forward_unbiased(x)? {
+            (y, Some(bias)) => bias_act(y, bias, act),
+            (y, None) => activation(&y, act),
         }
     }
 

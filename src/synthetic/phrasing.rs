@@ -18,7 +18,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::query::{Description, Query, Relation};
+use super::query::{join, Description, Query, Relation};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 
@@ -62,15 +62,6 @@ impl FromStr for Phrasing {
                 reason: format!("`{s}` is not one of trained, heldout"),
             })
     }
-}
-
-fn join(words: &[&str]) -> String {
-    words
-        .iter()
-        .filter(|w| !w.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The relation as a predicate after "that is": "on the left", "the biggest".

@@ -121,7 +121,8 @@ impl Query {
     }
 }
 
-fn join(words: &[&str]) -> String {
+/// The non-empty words, separated by single spaces.
+pub(crate) fn join(words: &[&str]) -> String {
     words
         .iter()
         .filter(|w| !w.is_empty())
